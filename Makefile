@@ -1,0 +1,56 @@
+# poselift — every command a newcomer needs. `make setup` is idempotent and is run by the others.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# CPU build by default: this exact pin is served from local disk/PyPI's CPU wheel and avoids the CUDA stack.
+# A GPU user runs: make setup TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126"
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: setup serve test lint train train-seq2seq train-framewise eval bench soak clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet $(TORCH_SPEC)
+	$(BIN)/pip install --quiet -e '.[train,serve,dev]'
+	touch $(STAMP)
+
+serve: setup
+	$(BIN)/poselift serve
+
+test: setup
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/pytest -q
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+# The shipped checkpoints: trained on the train split only, on CPU, each within a wall-clock budget.
+SEQ2SEQ_MINUTES ?= 65
+FRAMEWISE_MINUTES ?= 30
+train: train-seq2seq train-framewise
+
+train-seq2seq: setup
+	$(BIN)/poselift train --model seq2seq --minutes $(SEQ2SEQ_MINUTES) --threads 1 --out runs/seq2seq \
+	    --export poselift/weights/seq2seq
+
+train-framewise: setup
+	$(BIN)/poselift train --model framewise --minutes $(FRAMEWISE_MINUTES) --threads 1 --out runs/framewise \
+	    --export poselift/weights/framewise
+
+VAL := ../shared/data/mocap/cmu_h36m17_val.npz
+eval: setup
+	$(BIN)/poselift evaluate --data $(VAL) --checkpoint seq2seq --checkpoint framewise \
+	    --json eval/val.json --plot eval/val.png
+
+bench: setup
+	$(BIN)/python -m bench.model
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,96 @@
+"""Camera geometry: screen normalisation, world -> camera, pinhole projection, root-relative poses.
+
+Conventions (DESIGN.md): pixels have their origin top-left, x right, y down. The camera frame is OpenCV's
+(x right, y down, z forward), millimetres. The mocap world is right-handed with Z up.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from poselift.skeleton import ROOT
+
+WORLD_UP = np.array([0.0, 0.0, 1.0])
+
+
+def normalize_screen_coordinates(
+    keypoints_px: np.ndarray, width: float | np.ndarray, height: float | np.ndarray
+) -> np.ndarray:
+    """Map pixels to [-1, 1] along the width, keeping the aspect ratio (VideoPose3D's convention).
+
+    The single normalisation both training and serving use, so any camera resolution works.
+
+    Args:
+        keypoints_px: (..., 2) pixel coordinates.
+        width: image width in pixels (> 0), a number or an array broadcastable to keypoints_px.shape[:-1].
+        height: image height in pixels (> 0), likewise.
+
+    Returns:
+        (..., 2) float32: x in [-1, 1], y in [-h/w, h/w] for points inside the image.
+    """
+    width_a, height_a = np.asarray(width, dtype=np.float64), np.asarray(height, dtype=np.float64)
+    if np.any(width_a <= 0) or np.any(height_a <= 0):
+        raise ValueError(f"image size must be positive, got width={width}, height={height}")
+    ratio = height_a / width_a
+    offset = np.stack(np.broadcast_arrays(np.ones_like(ratio), ratio), axis=-1)  # (..., 2)
+    return (np.asarray(keypoints_px, dtype=np.float64) / width_a[..., None] * 2.0 - offset).astype(np.float32)
+
+
+def denormalize_screen_coordinates(keypoints_norm: np.ndarray, width: float, height: float) -> np.ndarray:
+    """Inverse of `normalize_screen_coordinates` for one image size: (..., 2) normalised -> (..., 2) pixels."""
+    return (np.asarray(keypoints_norm, dtype=np.float64) + np.array([1.0, height / width])) * width / 2.0
+
+
+def mask_missing(keypoints_norm: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """(..., J, 2) keypoints with the coordinates of missing joints (score <= 0) set to 0 (a copy)."""
+    return np.where(np.asarray(scores)[..., None] > 0, keypoints_norm, 0.0).astype(np.float32)
+
+
+def look_at_rotation(camera_pos_mm: np.ndarray, target_mm: np.ndarray) -> np.ndarray:
+    """World -> camera rotation (..., 3, 3) for cameras at (..., 3) `camera_pos_mm` looking at `target_mm`.
+
+    Z-up world. Rows are the camera's x (right), y (down) and z (forward) axes in world coordinates, so the
+    horizon stays level (no roll). The camera must not look straight up or down.
+    """
+    forward = np.asarray(target_mm, dtype=np.float64) - np.asarray(camera_pos_mm, dtype=np.float64)
+    forward = forward / np.linalg.norm(forward, axis=-1, keepdims=True)
+    right = np.cross(forward, WORLD_UP)
+    right = right / np.linalg.norm(right, axis=-1, keepdims=True)
+    down = np.cross(forward, right)
+    return np.stack([right, down, forward], axis=-2)
+
+
+def world_to_camera(points_world_mm: np.ndarray, rotation: np.ndarray, camera_pos_mm: np.ndarray) -> np.ndarray:
+    """(..., 3) world points (mm) -> (..., 3) camera-frame points (mm): R (X - C).
+
+    `rotation` (3, 3) or broadcastable to (..., 3, 3); `camera_pos_mm` (3,) or broadcastable to (..., 3).
+    """
+    offset = np.asarray(points_world_mm, dtype=np.float64) - camera_pos_mm
+    return np.matmul(np.asarray(rotation), offset[..., None])[..., 0]
+
+
+def camera_to_world(points_cam_mm: np.ndarray, rotation: np.ndarray, camera_pos_mm: np.ndarray) -> np.ndarray:
+    """Inverse of `world_to_camera`: (..., 3) camera-frame points -> (..., 3) world points, mm."""
+    rot_t = np.swapaxes(np.asarray(rotation), -1, -2)
+    return np.matmul(rot_t, np.asarray(points_cam_mm, dtype=np.float64)[..., None])[..., 0] + camera_pos_mm
+
+
+def project_to_2d(
+    points_cam_mm: np.ndarray, focal_px: float | np.ndarray, center_px: tuple[float, float] | np.ndarray
+) -> np.ndarray:
+    """Pinhole projection (no distortion) of (..., 3) camera-frame points to (..., 2) pixels.
+
+    Args:
+        points_cam_mm: (..., 3) points in front of the camera (z > 0), mm.
+        focal_px: focal length in pixels (square pixels), or an array broadcastable to points.shape[:-1].
+        center_px: principal point (cx, cy) in pixels, or an array broadcastable to (..., 2).
+    """
+    pts = np.asarray(points_cam_mm, dtype=np.float64)
+    z = np.maximum(pts[..., 2:3], 1e-6)
+    return pts[..., :2] / z * np.asarray(focal_px)[..., None] + np.asarray(center_px, dtype=np.float64)
+
+
+def root_relative(poses_mm: np.ndarray) -> np.ndarray:
+    """(..., J, 3) poses -> the same with the pelvis (root) subtracted, so the pelvis is at the origin."""
+    poses_mm = np.asarray(poses_mm)
+    return poses_mm - poses_mm[..., ROOT : ROOT + 1, :]

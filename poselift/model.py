@@ -1,0 +1,256 @@
+"""The lifting networks: the paper's sequence-to-sequence LN-LSTM and the frame-wise baseline.
+
+Both take a causal window of screen-normalised 2D keypoints with per-joint scores and return root-relative
+3D poses in millimetres for every frame of the window:
+
+    forward(keypoints_norm (B, W, J, 2), scores (B, W, J)) -> poses_mm (B, W, J, 3)
+
+Inside, each window is centred and scaled by its own visible joints (so where the person stands in the image
+and how large they appear do not matter), and the 3D output is predicted z-scored and de-normalised with
+statistics stored as buffers, so a checkpoint's state dict carries them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from poselift.skeleton import NUM_JOINTS, ROOT
+
+MODEL_KINDS = ("seq2seq", "framewise")
+
+
+@dataclass(frozen=True)
+class LifterConfig:
+    """Architecture of a lifter; stored whole in every checkpoint so the loader never guesses.
+
+    Attributes:
+        kind: "seq2seq" (Hossain & Little 2018) or "framewise" (Martinez et al. 2017).
+        window: frames per causal window T (1 for framewise).
+        hidden_size: LSTM state size (seq2seq) or linear width (framewise).
+        dropout: drop probability (the paper's keep 0.5 is dropout 0.5) for input/output/recurrent dropout.
+        num_blocks: residual blocks of the frame-wise MLP.
+        num_joints: joints in and out (h36m17).
+        forget_bias: added to the LSTM forget gate pre-activation (1.0 as in the released code).
+    """
+
+    kind: str = "seq2seq"
+    window: int = 5
+    hidden_size: int = 1024
+    dropout: float = 0.5
+    num_blocks: int = 2
+    num_joints: int = NUM_JOINTS
+    forget_bias: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in MODEL_KINDS:
+            raise ValueError(f"unknown model kind {self.kind!r}; expected one of {MODEL_KINDS}")
+        if self.kind == "framewise" and self.window != 1:
+            raise ValueError("a framewise lifter has window 1")
+        if self.window < 1 or self.hidden_size < 1 or not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"invalid config {self}")
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def standardise_window(keypoints_norm: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    """Centre and scale each window by its visible joints; append scores as a channel.
+
+    Args:
+        keypoints_norm: (B, W, J, 2) screen-normalised coordinates.
+        scores: (B, W, J) confidences; a joint with score <= 0 is missing and its coordinates are ignored.
+
+    Returns:
+        (B, W, J * 3) features: (x, y) relative to the window's visible-joint centroid in units of their RMS
+        spread, zero for missing joints, then the score.
+    """
+    present = (scores > 0).to(keypoints_norm.dtype).unsqueeze(-1)  # (B, W, J, 1)
+    count = present.sum(dim=(1, 2), keepdim=True).clamp_min(1.0)  # (B, 1, 1, 1)
+    centre = (keypoints_norm * present).sum(dim=(1, 2), keepdim=True) / count  # (B, 1, 1, 2)
+    offset = (keypoints_norm - centre) * present
+    spread = torch.sqrt((offset**2).sum(dim=(1, 2, 3), keepdim=True) / count).clamp_min(1e-3)
+    feats = torch.cat([offset / spread, scores.unsqueeze(-1)], dim=-1)  # (B, W, J, 3)
+    return feats.flatten(2)
+
+
+class _OutputScaler(nn.Module):
+    """z-scores root-relative 3D poses (without the root) and back; statistics live in buffers."""
+
+    def __init__(self, num_joints: int) -> None:
+        super().__init__()
+        n_out = (num_joints - 1) * 3
+        self.register_buffer("out_mean_mm", torch.zeros(n_out))
+        self.register_buffer("out_std_mm", torch.ones(n_out))
+        self.num_joints = num_joints
+
+    def set_statistics(self, mean_mm: torch.Tensor, std_mm: torch.Tensor) -> None:
+        self.out_mean_mm.copy_(mean_mm)
+        self.out_std_mm.copy_(std_mm.clamp_min(1e-3))
+
+    def to_mm(self, y_norm: torch.Tensor) -> torch.Tensor:
+        """(B, W, (J-1)*3) z-scored -> (B, W, J, 3) mm with the root at the origin."""
+        y = y_norm * self.out_std_mm + self.out_mean_mm
+        y = y.unflatten(-1, (self.num_joints - 1, 3))
+        root = torch.zeros_like(y[..., :1, :])
+        return torch.cat([y[..., :ROOT, :], root, y[..., ROOT:, :]], dim=-2)
+
+    def to_norm(self, poses_mm: torch.Tensor) -> torch.Tensor:
+        """(..., J, 3) root-relative mm -> (..., (J-1)*3) z-scored."""
+        keep = [j for j in range(self.num_joints) if j != ROOT]
+        return (poses_mm[..., keep, :].flatten(-2) - self.out_mean_mm) / self.out_std_mm
+
+
+class LayerNormLSTMCell(nn.Module):
+    """LSTM cell with layer normalisation of each gate and of the cell state, and recurrent dropout.
+
+    As in the authors' code (TensorFlow's LayerNormBasicLSTMCell): gates i, j, f, o are normalised
+    separately, the forget gate gets a bias of `forget_bias`, dropout hits the candidate g = tanh(j)
+    (Semeniuta et al. 2016) so the memory itself is never dropped, and the new cell state is normalised
+    before the output tanh.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, dropout: float, forget_bias: float) -> None:
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.dropout = dropout
+        self.forget_bias = forget_bias
+        self.weight = nn.Linear(input_size + hidden_size, 4 * hidden_size, bias=False)
+        self.gate_gain = nn.Parameter(torch.ones(4, hidden_size))
+        self.gate_bias = nn.Parameter(torch.zeros(4, hidden_size))
+        self.cell_norm = nn.LayerNorm(hidden_size)
+
+    def forward(
+        self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step: x (B, I), state (h, c) each (B, H) -> new (h, c)."""
+        h, c = state
+        gates = self.weight(torch.cat([x, h], dim=-1)).unflatten(-1, (4, self.hidden_size))  # (B, 4, H)
+        gates = F.layer_norm(gates, (self.hidden_size,)) * self.gate_gain + self.gate_bias
+        i, j, f, o = gates.unbind(dim=-2)
+        g = F.dropout(torch.tanh(j), self.dropout, self.training)
+        c_new = c * torch.sigmoid(f + self.forget_bias) + torch.sigmoid(i) * g
+        h_new = torch.tanh(self.cell_norm(c_new)) * torch.sigmoid(o)
+        return h_new, c_new
+
+
+class _WrappedCell(nn.Module):
+    """The released code's wrapper: linear in -> dropout -> LN-LSTM -> dropout -> linear out."""
+
+    def __init__(self, in_size: int, out_size: int, config: LifterConfig) -> None:
+        super().__init__()
+        h = config.hidden_size
+        self.input_proj = nn.Linear(in_size, h)
+        self.cell = LayerNormLSTMCell(h, h, config.dropout, config.forget_bias)
+        self.output_proj = nn.Linear(h, out_size)
+        self.dropout = config.dropout
+
+    def step(
+        self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """x (B, in) -> (output (B, out), new state)."""
+        z = F.dropout(self.input_proj(x), self.dropout, self.training)
+        state = self.cell(z, state)
+        out = self.output_proj(F.dropout(state[0], self.dropout, self.training))
+        return out, state
+
+
+def _xavier_init(module: nn.Module) -> None:
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+class Seq2SeqLifter(nn.Module):
+    """Hossain & Little (ECCV 2018): LN-LSTM encoder over the reversed window, residual LN-LSTM decoder.
+
+    The encoder reads the window newest first; its final (h, c) starts the decoder. The decoder's first
+    input is a START token of ones (z-scored output space); each step feeds back its own previous output
+    and adds it to the step's output (residual), so it predicts the change from the previous frame:
+    y_1 = 1 + f(1, s_0), y_k = y_{k-1} + f(y_{k-1}, s_{k-1}). It emits frames t-W+1 … t in time order.
+    """
+
+    def __init__(self, config: LifterConfig) -> None:
+        super().__init__()
+        if config.kind != "seq2seq":
+            raise ValueError("Seq2SeqLifter needs a seq2seq config")
+        self.config = config
+        n_in, n_out = config.num_joints * 3, (config.num_joints - 1) * 3
+        self.encoder = _WrappedCell(n_in, n_out, config)
+        self.decoder = _WrappedCell(n_out, n_out, config)
+        self.scaler = _OutputScaler(config.num_joints)
+        _xavier_init(self)
+
+    def forward_normalised(self, keypoints_norm: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        """(B, W, J, 2), (B, W, J) -> z-scored root-relative poses without the root, (B, W, (J-1)*3)."""
+        feats = standardise_window(keypoints_norm, scores)  # (B, W, J*3)
+        batch, window = feats.shape[:2]
+        h = feats.new_zeros(batch, self.config.hidden_size)
+        state = (h, h)
+        for t in reversed(range(window)):  # newest first
+            _, state = self.encoder.step(feats[:, t], state)
+        y = feats.new_ones(batch, (self.config.num_joints - 1) * 3)  # START token
+        outputs = []
+        for _ in range(window):
+            delta, state = self.decoder.step(y, state)
+            y = y + delta  # residual: predict the change from the previous frame
+            outputs.append(y)
+        return torch.stack(outputs, dim=1)
+
+    def forward(self, keypoints_norm: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        """(B, W, J, 2) normalised keypoints, (B, W, J) scores -> (B, W, J, 3) root-relative poses, mm."""
+        return self.scaler.to_mm(self.forward_normalised(keypoints_norm, scores))
+
+
+class FrameLifter(nn.Module):
+    """Martinez et al. (ICCV 2017): linear -> residual blocks of (linear, batch norm, ReLU, dropout) x 2."""
+
+    def __init__(self, config: LifterConfig) -> None:
+        super().__init__()
+        if config.kind != "framewise":
+            raise ValueError("FrameLifter needs a framewise config")
+        self.config = config
+        width, p = config.hidden_size, config.dropout
+        n_in, n_out = config.num_joints * 3, (config.num_joints - 1) * 3
+
+        def unit() -> list[nn.Module]:
+            return [nn.Linear(width, width), nn.BatchNorm1d(width), nn.ReLU(), nn.Dropout(p)]
+
+        self.stem = nn.Sequential(nn.Linear(n_in, width), nn.BatchNorm1d(width), nn.ReLU(), nn.Dropout(p))
+        self.blocks = nn.ModuleList(nn.Sequential(*unit(), *unit()) for _ in range(config.num_blocks))
+        self.head = nn.Linear(width, n_out)
+        self.scaler = _OutputScaler(config.num_joints)
+        _xavier_init(self)
+
+    def forward_normalised(self, keypoints_norm: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        """(B, W, J, 2), (B, W, J) -> (B, W, (J-1)*3) z-scored; each frame is lifted on its own."""
+        batch, window = keypoints_norm.shape[:2]
+        feats = standardise_window(keypoints_norm.flatten(0, 1)[:, None], scores.flatten(0, 1)[:, None])
+        x = self.stem(feats[:, 0])
+        for block in self.blocks:
+            x = x + block(x)
+        return self.head(x).unflatten(0, (batch, window))
+
+    def forward(self, keypoints_norm: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        """(B, W, J, 2) normalised keypoints, (B, W, J) scores -> (B, W, J, 3) root-relative poses, mm."""
+        return self.scaler.to_mm(self.forward_normalised(keypoints_norm, scores))
+
+    @torch.no_grad()
+    def apply_max_norm(self, max_norm: float = 1.0) -> None:
+        """Martinez et al.'s max-norm constraint: rescale each unit's incoming weight vector to <= max_norm."""
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                m.weight.copy_(torch.renorm(m.weight, p=2, dim=0, maxnorm=max_norm))
+
+
+LiftingNetwork = Seq2SeqLifter | FrameLifter
+
+
+def build_model(config: LifterConfig) -> LiftingNetwork:
+    """The network a config describes, freshly initialised."""
+    return Seq2SeqLifter(config) if config.kind == "seq2seq" else FrameLifter(config)

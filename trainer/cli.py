@@ -1,0 +1,95 @@
+"""Command-line entry points of the trainer: `poselift train` and `poselift evaluate`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from poselift.lifter import Lifter, load_lifter
+from poselift.losses import LossWeights
+from poselift.model import LifterConfig
+from trainer.augment import NO_AUGMENT, AugmentConfig
+from trainer.train import TrainConfig, train
+
+DATA_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "mocap"
+DEFAULT_TRAIN = str(DATA_DIR / "cmu_h36m17_train.npz")
+DEFAULT_VAL = str(DATA_DIR / "cmu_h36m17_val.npz")
+
+# Recipes for CPU budgets (see README "Training"): the paper's hidden 1024 / lr 1e-5 / 100 epochs assume a GPU.
+RECIPES = {
+    "seq2seq": {"hidden": 512, "window": 5, "dropout": 0.1, "lr": 1e-3, "batch": 128, "decay_steps": 600},
+    "framewise": {"hidden": 1024, "window": 1, "dropout": 0.2, "lr": 1e-3, "batch": 256, "decay_steps": 1000},
+}
+
+
+def add_train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", choices=sorted(RECIPES), default="seq2seq")
+    p.add_argument("--data", default=DEFAULT_TRAIN, help="training split npz")
+    p.add_argument("--val", default=DEFAULT_VAL, help="validation split npz ('' to skip)")
+    p.add_argument("--out", default=None, help="run directory (default runs/<model>)")
+    p.add_argument("--export", default=None, help="also write the best checkpoint here (no suffix)")
+    p.add_argument("--hidden", type=int, default=None)
+    p.add_argument("--window", type=int, default=None)
+    p.add_argument("--dropout", type=float, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--batch", type=int, default=None)
+    p.add_argument("--decay-steps", type=int, default=None, help="steps per ×0.96 learning-rate decay")
+    p.add_argument("--beta", type=float, default=5.0, help="weight of the temporal-smoothness term")
+    p.add_argument("--steps", type=int, default=1_000_000, help="maximum optimisation steps")
+    p.add_argument("--minutes", type=float, default=None, help="wall-clock budget")
+    p.add_argument("--val-every-s", type=float, default=300.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
+    p.add_argument("--no-augment", action="store_true", help="clean projections only (for tests)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+
+
+def run_train(args: argparse.Namespace) -> int:
+    recipe = RECIPES[args.model]
+
+    def pick(name: str, key: str) -> object:
+        value = getattr(args, name)
+        return recipe[key] if value is None else value
+
+    model = LifterConfig(kind=args.model, window=int(pick("window", "window")), hidden_size=int(pick("hidden", "hidden")),
+                         dropout=float(pick("dropout", "dropout")))  # type: ignore[arg-type]
+    cfg = TrainConfig(
+        model=model, train_data=args.data, val_data=args.val or None, out_dir=args.out or f"runs/{args.model}",
+        batch_size=int(pick("batch", "batch")), lr=float(pick("lr", "lr")),  # type: ignore[arg-type]
+        lr_decay_steps=int(pick("decay_steps", "decay_steps")),  # type: ignore[arg-type]
+        max_steps=args.steps, minutes=args.minutes, val_every_s=args.val_every_s, seed=args.seed,
+        threads=args.threads, export=args.export, resume=args.resume, loss=LossWeights(beta=args.beta),
+        augment=NO_AUGMENT if args.no_augment else AugmentConfig(),
+    )
+    best = train(cfg)
+    print(json.dumps({"best": best}))
+    return 0
+
+
+def add_evaluate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default=DEFAULT_VAL, help="mocap npz to evaluate on (e.g. the val split)")
+    p.add_argument("--checkpoint", action="append", required=True,
+                   help="shipped name or checkpoint path; repeat to compare")
+    p.add_argument("--json", default=None, help="write all results here")
+    p.add_argument("--plot", default=None, help="write a PNG of error vs noise and per-joint error")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from trainer.evaluate import evaluate_lifters, format_table, plot_results, write_json
+    from trainer.mocap import Mocap
+
+    lifters: dict[str, Lifter] = {}
+    for ck in args.checkpoint:
+        name = ck if ck in ("seq2seq", "framewise") else Path(ck).stem
+        lifters[name] = load_lifter(ck, "cpu")
+    results = evaluate_lifters(lifters, Mocap.load(args.data), seed=args.seed)
+    results["data"] = Mocap.load(args.data).describe()
+    results["checkpoints"] = {n: lf.checkpoint_id for n, lf in lifters.items()}
+    print(format_table(results))
+    if args.json:
+        write_json(results, Path(args.json))
+    if args.plot:
+        plot_results(results, Path(args.plot))
+    return 0

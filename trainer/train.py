@@ -1,0 +1,228 @@
+"""The training loop: Adam with exponential decay, clipping, timed validation, best checkpoint, resume, DDP.
+
+Reads top to bottom: set up (distributed, seeds, data, model, output statistics) -> loop (sample a batch of
+augmented windows, loss, step, log; validate on the val rig every `val_every_s`) -> export the best.
+Run under `torchrun --nproc-per-node N -m trainer ...` for data-parallel training (gloo on CPU, NCCL on GPU).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from poselift.checkpoint import load_checkpoint, save_checkpoint
+from poselift.lifter import Lifter
+from poselift.losses import LossWeights, lifting_loss
+from poselift.model import FrameLifter, LifterConfig, LiftingNetwork, build_model
+from trainer.augment import AugmentConfig, WindowSampler
+from trainer.evaluate import evaluate_lifters
+from trainer.mocap import Mocap
+
+MM_PER_M = 1000.0
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on (recorded in its checkpoints)."""
+
+    model: LifterConfig
+    train_data: str
+    val_data: str | None
+    out_dir: str
+    batch_size: int = 256
+    lr: float = 1e-3
+    lr_decay: float = 0.96  # multiplied in every `lr_decay_steps` steps (smoothly, per step)
+    lr_decay_steps: int = 1000
+    grad_clip: float = 1.0
+    max_steps: int = 1_000_000
+    minutes: float | None = None  # wall-clock budget
+    val_every_s: float = 300.0
+    seed: int = 0
+    threads: int | None = None
+    export: str | None = None
+    resume: bool = False
+    stats_batches: int = 40
+    loss: LossWeights = field(default_factory=LossWeights)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["loss"] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in d["loss"].items()}
+        return d
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world size); initialises the process group when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return (dist.get_rank(), world) if world > 1 else (0, 1)
+
+
+def _device(rank: int) -> torch.device:
+    if torch.cuda.is_available():
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return torch.device("cuda", local)
+    return torch.device("cpu")
+
+
+def _batch_to(batch: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(v).to(device) for k, v in batch.items()}
+
+
+def output_statistics(sampler: WindowSampler, batches: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and std (mm) of root-relative targets without the root, ((J-1)*3,), over augmented windows."""
+    targets = np.concatenate([sampler.sample(batch_size)["target_mm"] for _ in range(batches)])
+    flat = targets[:, :, 1:].reshape(-1, (targets.shape[2] - 1) * 3)
+    return torch.from_numpy(flat.mean(axis=0)), torch.from_numpy(flat.std(axis=0))
+
+
+def validate(model: LiftingNetwork, val: Mocap) -> dict[str, float]:
+    """P1/MPJVE of the (eval-mode) model on the val rig, clean and at σ = 10 px; `score` selects the best."""
+    res = evaluate_lifters({"m": Lifter(model)}, val, conditions=(("σ=0", 0.0, 0.0), ("σ=10", 10.0, 0.0)))
+    m = res["overall"]["m"]  # type: ignore[index]
+    out = {
+        "P1_clean": m["σ=0"]["P1_mm"],
+        "P1_noisy10": m["σ=10"]["P1_mm"],
+        "MPJVE_clean": m["σ=0"]["MPJVE_mm_per_frame"],
+        "MPJVE_noisy10": m["σ=10"]["MPJVE_mm_per_frame"],
+    }
+    out["score"] = round((out["P1_clean"] + out["P1_noisy10"]) / 2, 3)
+    return out
+
+
+def _save_state(path: Path, optimizer: torch.optim.Optimizer, step: int, elapsed: float, best: float,
+                rng: np.random.Generator) -> None:
+    """Optimizer and progress, loadable with torch.load(weights_only=True) (the RNG state as JSON)."""
+    state = {"optimizer": optimizer.state_dict(), "step": step, "elapsed_s": elapsed, "best": best,
+             "rng": json.dumps(rng.bit_generator.state)}
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    """Train a lifter; returns the best validation metrics (rank 0) and writes checkpoints to `cfg.out_dir`."""
+    rank, world = _distributed()
+    device = _device(rank)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed + rank)
+    rng = np.random.default_rng(cfg.seed + 1000 * rank)  # each rank sees different windows
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    train_data = Mocap.load(cfg.train_data)
+    val_data = Mocap.load(cfg.val_data) if cfg.val_data else None
+    sampler = WindowSampler(train_data, cfg.model.window, cfg.augment, rng)
+
+    model = build_model(cfg.model)
+    stats = output_statistics(WindowSampler(train_data, cfg.model.window, cfg.augment,
+                                            np.random.default_rng(cfg.seed)), cfg.stats_batches, 512)
+    model.scaler.set_statistics(*stats)
+    model.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    step, elapsed0, best = 0, 0.0, math.inf
+    if cfg.resume and (out / "last.safetensors").exists():
+        resumed, _, _ = load_checkpoint(out / "last", device)
+        model.load_state_dict(resumed.state_dict())
+        state = torch.load(out / "state.pt", weights_only=True)
+        optimizer.load_state_dict(state["optimizer"])
+        step, elapsed0, best = state["step"], state["elapsed_s"], state["best"]
+        rng.bit_generator.state = json.loads(state["rng"])
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: cfg.lr_decay ** ((s + step) / cfg.lr_decay_steps)
+    )
+    net: torch.nn.Module = DistributedDataParallel(model) if world > 1 else model
+    meta = {
+        "training": {**cfg.to_dict(), "world_size": world, "device": str(device), "torch": torch.__version__},
+        "training_data": train_data.describe(),
+    }
+    log = (out / "metrics.jsonl").open("a") if rank == 0 else None
+
+    def checkpoint(name: str, extra: dict[str, Any]) -> None:
+        save_checkpoint(out / name, model, {**meta, **extra})
+
+    t_start = time.monotonic() - elapsed0
+    next_val = time.monotonic() + cfg.val_every_s
+    bar = tqdm(total=cfg.max_steps, initial=step, disable=rank != 0, dynamic_ncols=True, mininterval=5)
+    windows_seen, t_log = 0, time.monotonic()
+    best_metrics: dict[str, Any] = {}
+    while True:
+        elapsed = time.monotonic() - t_start
+        stop = step >= cfg.max_steps or (cfg.minutes is not None and elapsed >= cfg.minutes * 60)
+        if world > 1:  # every rank stops at the same step
+            flag = torch.tensor([float(stop)], device=device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            stop = bool(flag.item())
+        if rank == 0 and (stop or time.monotonic() >= next_val) and val_data is not None:
+            model.eval()
+            metrics = validate(model, val_data)
+            model.train()
+            record = {"step": step, "time_s": round(elapsed, 1), "val": metrics}
+            if log:
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+            bar.write(f"step {step} val {metrics}")
+            if metrics["score"] < best:
+                best = metrics["score"]
+                best_metrics = {"step": step, **metrics}
+                checkpoint("best", {"validation": {**best_metrics, "data": val_data.describe()}})
+            checkpoint("last", {"step": step})
+            _save_state(out / "state.pt", optimizer, step, elapsed, best, rng)
+            next_val = time.monotonic() + cfg.val_every_s
+        if stop:
+            break
+
+        model.train()
+        batch = _batch_to(sampler.sample(cfg.batch_size), device)
+        pred_mm = net(batch["keypoints_norm"], batch["scores"])  # (B, W, J, 3)
+        # Both terms in m²: the paper's mm-space loss, rescaled so gradient clipping has a sane threshold.
+        loss, parts = lifting_loss(pred_mm / MM_PER_M, batch["target_mm"] / MM_PER_M, cfg.loss)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        schedule.step()
+        if isinstance(model, FrameLifter):
+            model.apply_max_norm()
+        step += 1
+        windows_seen += cfg.batch_size
+        bar.update(1)
+        if rank == 0 and step % 100 == 0 and log:
+            now = time.monotonic()
+            rec = {"step": step, "time_s": round(now - t_start, 1), "loss": round(float(loss), 6),
+                   "rmse_mm": round(math.sqrt(parts["mse"]) * MM_PER_M, 2),
+                   "lr": schedule.get_last_lr()[0], "windows_per_s": round(windows_seen * world / (now - t_log), 1)}
+            log.write(json.dumps(rec) + "\n")
+            log.flush()
+            bar.set_postfix(rmse_mm=rec["rmse_mm"], lr=f"{rec['lr']:.2e}")
+            windows_seen, t_log = 0, now
+    bar.close()
+
+    if rank == 0:
+        if val_data is None:  # nothing to select on: the final weights are the best we know
+            checkpoint("best", {"step": step})
+        if cfg.export:
+            best_model, best_meta, _ = load_checkpoint(out / "best")
+            save_checkpoint(cfg.export, best_model, {k: v for k, v in best_meta.items()
+                                                     if k not in ("format", "config", "skeleton",
+                                                                  "input_normalisation", "output")})
+        if log:
+            log.close()
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return best_metrics
