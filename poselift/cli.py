@@ -8,7 +8,9 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="poselift", description="2D keypoints -> temporally consistent 3D poses")
+    parser = argparse.ArgumentParser(
+        prog="poselift", description="2D keypoints -> temporally consistent 3D poses"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     from trainer.cli import add_evaluate_args, add_train_args
 
@@ -24,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         from trainer.cli import run_evaluate
 
         return run_evaluate(args)
-    from service.cli import serve  # type: ignore[import-not-found]
+    from service.cli import serve
 
     return int(serve())
 

@@ -37,7 +37,7 @@ def normalize_screen_coordinates(
 
 
 def denormalize_screen_coordinates(keypoints_norm: np.ndarray, width: float, height: float) -> np.ndarray:
-    """Inverse of `normalize_screen_coordinates` for one image size: (..., 2) normalised -> (..., 2) pixels."""
+    """Inverse of `normalize_screen_coordinates` for one image size: (..., 2) -> (..., 2) px."""
     return (np.asarray(keypoints_norm, dtype=np.float64) + np.array([1.0, height / width])) * width / 2.0
 
 
@@ -60,7 +60,9 @@ def look_at_rotation(camera_pos_mm: np.ndarray, target_mm: np.ndarray) -> np.nda
     return np.stack([right, down, forward], axis=-2)
 
 
-def world_to_camera(points_world_mm: np.ndarray, rotation: np.ndarray, camera_pos_mm: np.ndarray) -> np.ndarray:
+def world_to_camera(
+    points_world_mm: np.ndarray, rotation: np.ndarray, camera_pos_mm: np.ndarray
+) -> np.ndarray:
     """(..., 3) world points (mm) -> (..., 3) camera-frame points (mm): R (X - C).
 
     `rotation` (3, 3) or broadcastable to (..., 3, 3); `camera_pos_mm` (3,) or broadcastable to (..., 3).

@@ -27,7 +27,9 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
 class Lifter:
     """A loaded lifting model: causal, batched lifting of 2D keypoint sequences to 3D poses."""
 
-    def __init__(self, model: LiftingNetwork, metadata: dict[str, Any] | None = None, path: Path | None = None):
+    def __init__(
+        self, model: LiftingNetwork, metadata: dict[str, Any] | None = None, path: Path | None = None
+    ):
         """Wrap a network; `metadata` and `path` describe the checkpoint it came from (None: in training)."""
         self.model = model
         self.metadata = metadata or {}

@@ -27,7 +27,7 @@ def per_joint_error(predicted: np.ndarray, target: np.ndarray) -> np.ndarray:
 
 
 def procrustes_align(predicted: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Align each (J, 3) predicted pose to its target by a similarity transform (rotation, scale, translation).
+    """Align each (J, 3) predicted pose to its target by a similarity (rotation, scale, translation).
 
     Args:
         predicted: (N, J, 3) or (J, 3).

@@ -80,6 +80,9 @@ def standardise_window(keypoints_norm: torch.Tensor, scores: torch.Tensor) -> to
 class _OutputScaler(nn.Module):
     """z-scores root-relative 3D poses (without the root) and back; statistics live in buffers."""
 
+    out_mean_mm: torch.Tensor
+    out_std_mm: torch.Tensor
+
     def __init__(self, num_joints: int) -> None:
         super().__init__()
         n_out = (num_joints - 1) * 3
@@ -242,7 +245,7 @@ class FrameLifter(nn.Module):
 
     @torch.no_grad()
     def apply_max_norm(self, max_norm: float = 1.0) -> None:
-        """Martinez et al.'s max-norm constraint: rescale each unit's incoming weight vector to <= max_norm."""
+        """Martinez et al.'s max-norm constraint: each unit's incoming weights get norm <= max_norm."""
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 m.weight.copy_(torch.renorm(m.weight, p=2, dim=0, maxnorm=max_norm))

@@ -78,6 +78,7 @@ COCO17_JOINTS: tuple[str, ...] = (
 
 LAYOUTS: tuple[str, ...] = ("h36m17", "coco17")
 
+
 def _coco_weights() -> np.ndarray:
     """(17 h36m, 17 coco) matrix: each h36m17 joint as a weighted sum of COCO joints (rows sum to 1)."""
     w = np.zeros((NUM_JOINTS, len(COCO17_JOINTS)))
@@ -85,8 +86,20 @@ def _coco_weights() -> np.ndarray:
     def mean_of(row: int, cols: tuple[int, ...], weight: float = 1.0) -> None:
         w[row, list(cols)] += weight / len(cols)
 
-    for h36m, coco in ((1, 12), (2, 14), (3, 16), (4, 11), (5, 13), (6, 15), (11, 5), (12, 7), (13, 9),
-                       (14, 6), (15, 8), (16, 10)):
+    for h36m, coco in (
+        (1, 12),
+        (2, 14),
+        (3, 16),
+        (4, 11),
+        (5, 13),
+        (6, 15),
+        (11, 5),
+        (12, 7),
+        (13, 9),
+        (14, 6),
+        (15, 8),
+        (16, 10),
+    ):
         w[h36m, coco] = 1.0
     mean_of(0, (11, 12))  # pelvis = mid-hips
     mean_of(8, (5, 6))  # thorax = mid-shoulders

@@ -51,8 +51,13 @@ class AugmentConfig:
 
 
 NO_AUGMENT = AugmentConfig(
-    flip_prob=0.0, body_scale=(1.0, 1.0), bone_scale_std=0.0, clean_prob=1.0, outlier_prob=0.0,
-    drop_window_prob=0.0, score_range=(1.0, 1.0),
+    flip_prob=0.0,
+    body_scale=(1.0, 1.0),
+    bone_scale_std=0.0,
+    clean_prob=1.0,
+    outlier_prob=0.0,
+    drop_window_prob=0.0,
+    score_range=(1.0, 1.0),
 )
 
 
@@ -100,7 +105,7 @@ class WindowSampler:
             keypoints_norm (B, W, 17, 2) float32, scores (B, W, 17) float32,
             target_mm (B, W, 17, 3) float32 root-relative camera-frame poses.
         """
-        rng, aug, w = self.rng, self.aug, self.window
+        rng, aug = self.rng, self.aug
         world = self._clip_windows(batch)  # (B, W, J, 3)
 
         flip = rng.random(batch) < aug.flip_prob
@@ -120,26 +125,34 @@ class WindowSampler:
         cam_pos = centre + dist[:, None] * direction
         hfov = np.deg2rad(rng.uniform(*aug.hfov_deg, batch))
         half_view_mm = dist * np.tan(hfov / 2)
-        target = centre + aug.off_centre * half_view_mm[:, None] * rng.uniform(-1, 1, (batch, 3)) * [1, 1, 0.5]
+        target = centre + aug.off_centre * half_view_mm[:, None] * rng.uniform(-1, 1, (batch, 3)) * [
+            1,
+            1,
+            0.5,
+        ]
         rot = look_at_rotation(cam_pos, target)  # (B, 3, 3)
         cam = world_to_camera(world, rot[:, None, None], cam_pos[:, None, None])  # (B, W, J, 3)
 
         width = rng.integers(aug.image_width_px[0], aug.image_width_px[1] + 1, batch).astype(np.float64)
         height = np.round(width / rng.choice(np.array(aug.aspects), batch))
         focal = width / 2 / np.tan(hfov / 2)
-        principal = np.stack([width, height], -1) * (0.5 + aug.principal_jitter * rng.uniform(-1, 1, (batch, 2)))
+        principal = np.stack([width, height], -1) * (
+            0.5 + aug.principal_jitter * rng.uniform(-1, 1, (batch, 2))
+        )
         kp = project_to_2d(cam, focal[:, None, None], principal[:, None, None])  # (B, W, J, 2)
 
         size_px = (kp.max(axis=2) - kp.min(axis=2)).max(axis=(1, 2))  # (B,) person extent in pixels
         sigma = np.where(rng.random(batch) < aug.clean_prob, 0.0, rng.uniform(0, aug.noise_frac_max, batch))
         kp = kp + (sigma * size_px)[:, None, None, None] * rng.standard_normal(kp.shape)
         outlier = rng.random(kp.shape[:-1]) < aug.outlier_prob
-        kp = kp + outlier[..., None] * (aug.outlier_frac * size_px)[:, None, None, None] * rng.standard_normal(
-            kp.shape
-        )
+        kp = kp + outlier[..., None] * (aug.outlier_frac * size_px)[
+            :, None, None, None
+        ] * rng.standard_normal(kp.shape)
 
         scores = rng.uniform(*aug.score_range, size=kp.shape[:-1])
-        drop_rate = np.where(rng.random(batch) < aug.drop_window_prob, rng.uniform(0, aug.drop_rate_max, batch), 0)
+        drop_rate = np.where(
+            rng.random(batch) < aug.drop_window_prob, rng.uniform(0, aug.drop_rate_max, batch), 0
+        )
         scores[rng.random(kp.shape[:-1]) < drop_rate[:, None, None]] = 0.0
 
         norm = normalize_screen_coordinates(kp, width[:, None, None], height[:, None, None])

@@ -15,7 +15,7 @@ from poselift.metrics import mpjpe, mpjve, p_mpjpe, per_joint_error
 from poselift.skeleton import H36M17_JOINTS
 from poselift.windows import causal_windows
 from trainer.mocap import Mocap
-from trainer.rig import HEIGHT_PX, WIDTH_PX, RigView, corrupt, rig_views
+from trainer.rig import HEIGHT_PX, WIDTH_PX, corrupt, rig_views
 
 # (name, Gaussian σ in px, fraction of joints dropped)
 CONDITIONS: tuple[tuple[str, float, float], ...] = (
@@ -88,7 +88,7 @@ def evaluate_lifters(
     views = list(rig_views(data))
     overall: dict[str, dict[str, _Acc]] = defaultdict(lambda: defaultdict(_Acc))
     per_action: dict[str, dict[str, dict[str, _Acc]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(_Acc)))
-    joint_err: dict[str, dict[str, list[np.ndarray]]] = defaultdict(lambda: defaultdict(list))
+    joint_sum: dict[str, dict[str, np.ndarray]] = defaultdict(lambda: defaultdict(lambda: np.zeros(17)))
     for cond, sigma, drop in conditions:
         rng = np.random.default_rng(seed)  # the same corrupted input for every method
         inputs = [(v, *corrupt(v.keypoints_px, sigma, drop, rng)) for v in views]
@@ -100,7 +100,9 @@ def evaluate_lifters(
                 poses = lifter.lift(kp, WIDTH_PX, HEIGHT_PX, fps, scores=scores)
                 for method, post in methods.items():
                     pred = post(poses) if post else poses
-                    _record(overall, per_action, joint_err, method, cond, view, pred)
+                    overall[method][cond].add(pred, view.target_mm)
+                    per_action[method][cond][view.action].add(pred, view.target_mm)
+                    joint_sum[method][cond] += per_joint_error(pred, view.target_mm) * len(pred)
     return {
         "overall": {m: {c: a.result() for c, a in cs.items()} for m, cs in overall.items()},
         "per_action": {
@@ -108,16 +110,9 @@ def evaluate_lifters(
             for m, cs in per_action.items()
         },
         "per_joint_mm": {
-            m: {c: np.concatenate(e).mean(axis=0).round(2).tolist() for c, e in cs.items()}
-            for m, cs in joint_err.items()
+            m: {c: (e / overall[m][c].frames).round(2).tolist() for c, e in cs.items()} for m, cs in joint_sum.items()
         },
     }
-
-
-def _record(overall, per_action, joint_err, method, cond, view: RigView, pred) -> None:  # type: ignore[no-untyped-def]
-    overall[method][cond].add(pred, view.target_mm)
-    per_action[method][cond][view.action].add(pred, view.target_mm)
-    joint_err[method][cond].append(per_joint_error(pred, view.target_mm)[None] * np.ones((len(pred), 1)))
 
 
 def format_table(results: dict[str, object]) -> str:

@@ -44,7 +44,9 @@ def rig_views(data: Mocap) -> Iterator[RigView]:
         aim = np.array([centre[0], centre[1], AIM_HEIGHT_MM])
         for cam_idx, az_deg in enumerate(AZIMUTHS_DEG):
             az, el = np.deg2rad(az_deg), np.deg2rad(ELEVATION_DEG)
-            cam_pos = aim + DISTANCE_MM * np.array([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)])
+            cam_pos = aim + DISTANCE_MM * np.array(
+                [np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)]
+            )
             cam = world_to_camera(world, look_at_rotation(cam_pos, aim), cam_pos)
             kp = project_to_2d(cam, FOCAL_PX, (WIDTH_PX / 2, HEIGHT_PX / 2))
             yield RigView(seg, cam_idx, str(data.action[seg]), kp, root_relative(cam))

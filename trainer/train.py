@@ -82,7 +82,9 @@ def _batch_to(batch: dict[str, np.ndarray], device: torch.device) -> dict[str, t
     return {k: torch.from_numpy(v).to(device) for k, v in batch.items()}
 
 
-def output_statistics(sampler: WindowSampler, batches: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def output_statistics(
+    sampler: WindowSampler, batches: int, batch_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and std (mm) of root-relative targets without the root, ((J-1)*3,), over augmented windows."""
     targets = np.concatenate([sampler.sample(batch_size)["target_mm"] for _ in range(batches)])
     flat = targets[:, :, 1:].reshape(-1, (targets.shape[2] - 1) * 3)
@@ -103,18 +105,29 @@ def validate(model: LiftingNetwork, val: Mocap) -> dict[str, float]:
     return out
 
 
-def _save_state(path: Path, optimizer: torch.optim.Optimizer, step: int, elapsed: float, best: float,
-                rng: np.random.Generator) -> None:
+def _save_state(
+    path: Path,
+    optimizer: torch.optim.Optimizer,
+    step: int,
+    elapsed: float,
+    best: float,
+    rng: np.random.Generator,
+) -> None:
     """Optimizer and progress, loadable with torch.load(weights_only=True) (the RNG state as JSON)."""
-    state = {"optimizer": optimizer.state_dict(), "step": step, "elapsed_s": elapsed, "best": best,
-             "rng": json.dumps(rng.bit_generator.state)}
+    state = {
+        "optimizer": optimizer.state_dict(),
+        "step": step,
+        "elapsed_s": elapsed,
+        "best": best,
+        "rng": json.dumps(rng.bit_generator.state),
+    }
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
     tmp.replace(path)
 
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
-    """Train a lifter; returns the best validation metrics (rank 0) and writes checkpoints to `cfg.out_dir`."""
+    """Train a lifter; returns the best validation metrics (rank 0); checkpoints go to `cfg.out_dir`."""
     rank, world = _distributed()
     device = _device(rank)
     if cfg.threads:
@@ -129,8 +142,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     sampler = WindowSampler(train_data, cfg.model.window, cfg.augment, rng)
 
     model = build_model(cfg.model)
-    stats = output_statistics(WindowSampler(train_data, cfg.model.window, cfg.augment,
-                                            np.random.default_rng(cfg.seed)), cfg.stats_batches, 512)
+    stats = output_statistics(
+        WindowSampler(train_data, cfg.model.window, cfg.augment, np.random.default_rng(cfg.seed)),
+        cfg.stats_batches,
+        512,
+    )
     model.scaler.set_statistics(*stats)
     model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
@@ -157,7 +173,13 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
     t_start = time.monotonic() - elapsed0
     next_val = time.monotonic() + cfg.val_every_s
-    bar = tqdm(total=cfg.max_steps, initial=step, disable=rank != 0, dynamic_ncols=True, mininterval=5)
+    bar = tqdm(
+        total=None if cfg.minutes else cfg.max_steps,
+        initial=step,
+        disable=rank != 0,
+        dynamic_ncols=True,
+        mininterval=5,
+    )
     windows_seen, t_log = 0, time.monotonic()
     best_metrics: dict[str, Any] = {}
     while True:
@@ -203,9 +225,14 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         bar.update(1)
         if rank == 0 and step % 100 == 0 and log:
             now = time.monotonic()
-            rec = {"step": step, "time_s": round(now - t_start, 1), "loss": round(float(loss), 6),
-                   "rmse_mm": round(math.sqrt(parts["mse"]) * MM_PER_M, 2),
-                   "lr": schedule.get_last_lr()[0], "windows_per_s": round(windows_seen * world / (now - t_log), 1)}
+            rec = {
+                "step": step,
+                "time_s": round(now - t_start, 1),
+                "loss": round(float(loss), 6),
+                "rmse_mm": round(math.sqrt(parts["mse"]) * MM_PER_M, 2),
+                "lr": schedule.get_last_lr()[0],
+                "windows_per_s": round(windows_seen * world / (now - t_log), 1),
+            }
             log.write(json.dumps(rec) + "\n")
             log.flush()
             bar.set_postfix(rmse_mm=rec["rmse_mm"], lr=f"{rec['lr']:.2e}")
@@ -217,9 +244,15 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             checkpoint("best", {"step": step})
         if cfg.export:
             best_model, best_meta, _ = load_checkpoint(out / "best")
-            save_checkpoint(cfg.export, best_model, {k: v for k, v in best_meta.items()
-                                                     if k not in ("format", "config", "skeleton",
-                                                                  "input_normalisation", "output")})
+            save_checkpoint(
+                cfg.export,
+                best_model,
+                {
+                    k: v
+                    for k, v in best_meta.items()
+                    if k not in ("format", "config", "skeleton", "input_normalisation", "output")
+                },
+            )
         if log:
             log.close()
     if world > 1:

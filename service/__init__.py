@@ -1,0 +1,1 @@
+"""The poselift service: REST (and, later, gRPC) over one transport-agnostic lifting core."""

@@ -1,0 +1,174 @@
+"""Request and response bodies of the REST API, named by role; the OpenAPI docs are generated from them.
+
+Shapes are part of the schema ((T, 17, 2) keypoints, (T, 17) scores), so a wrong joint count is a 422 naming
+the place; value checks (finite numbers, scores in [0, 1], sizes) are the core's, with the core's messages.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from poselift.skeleton import H36M17_JOINTS, NUM_JOINTS
+
+Layout = Literal["h36m17", "coco17"]
+Point2 = Annotated[list[float], Field(min_length=2, max_length=2, description="(x, y) pixels")]
+Joints2 = Annotated[
+    list[Point2], Field(min_length=NUM_JOINTS, max_length=NUM_JOINTS, description="17 joints")
+]
+Scores = Annotated[
+    list[float], Field(min_length=NUM_JOINTS, max_length=NUM_JOINTS, description="17 confidences in [0, 1]")
+]
+Point3 = Annotated[list[float], Field(min_length=3, max_length=3, description="(x, y, z) mm")]
+Pose3 = Annotated[list[Point3], Field(min_length=NUM_JOINTS, max_length=NUM_JOINTS)]
+Pixels = Annotated[int, Field(gt=0, le=100_000, description="image size in pixels")]
+Fps = Annotated[float, Field(gt=0.0, le=1000.0, allow_inf_nan=False, description="the video's frame rate")]
+Seq = Annotated[int, Field(ge=0, le=2**63 - 1, description="frame number, increasing; gaps allowed")]
+
+# A person seen by a 1920x1080 camera 4 m away (h36m17 order), two frames of the validation set.
+_EXAMPLE_FRAMES: list[list[list[float]]] = [
+    [[959.6, 538.2], [938.3, 538.3], [925.3, 623.7], [933.9, 613.1], [981.0, 538.1], [969.0, 625.5],
+     [954.8, 700.5], [961.9, 482.3], [972.2, 415.3], [979.7, 375.3], [978.8, 354.1], [998.9, 430.1],
+     [1000.2, 499.0], [989.8, 475.6], [941.8, 421.8], [920.3, 477.7], [919.3, 514.5]],
+    [[960.4, 541.8], [938.4, 542.3], [924.3, 623.4], [931.7, 632.0], [982.3, 541.4], [969.2, 632.8],
+     [952.5, 697.4], [962.0, 484.5], [972.8, 415.5], [980.8, 374.2], [980.8, 352.3], [1000.5, 431.3],
+     [1002.1, 504.0], [988.7, 471.6], [941.9, 421.8], [922.0, 477.1], [913.9, 516.7]],
+]  # fmt: skip
+_CAMERA_EXAMPLE: dict[str, Any] = {"layout": "h36m17", "width": 1920, "height": 1080, "fps": 30.0}
+
+
+def _examples(*examples: dict[str, Any]) -> ConfigDict:
+    return ConfigDict(json_schema_extra={"examples": list(examples)})
+
+
+class CameraBody(BaseModel):
+    """The video the keypoints come from."""
+
+    model_config = _examples(_CAMERA_EXAMPLE)
+
+    layout: Layout = Field("h36m17", description="joint order of the keypoints")
+    width: Pixels
+    height: Pixels
+    fps: Fps = 50.0
+
+
+class LiftRequest(CameraBody):
+    """A whole sequence of 2D keypoints to lift at once."""
+
+    model_config = _examples({**_CAMERA_EXAMPLE, "keypoints": _EXAMPLE_FRAMES})
+
+    keypoints: list[Joints2] = Field(min_length=1, description="(T, 17, 2) pixels, origin top-left, y down")
+    scores: list[Scores] | None = Field(None, description="(T, 17) confidences; 0 = missing joint")
+
+
+class LiftResponse(BaseModel):
+    """3D poses, one per input frame: camera frame (x right, y down, z forward), mm, pelvis at the origin."""
+
+    joints: list[str] = Field(default=list(H36M17_JOINTS), description="the 17 joint names, in order")
+    units: Literal["mm"] = "mm"
+    poses: list[Pose3] = Field(description="(T, 17, 3) mm")
+
+
+class SessionCreate(CameraBody):
+    """Open a session: one camera's view of one person."""
+
+
+class SessionCreated(BaseModel):
+    """A new session; send its frames to /v1/sessions/{session_id}/frames."""
+
+    session_id: str
+    expires_in_s: float = Field(description="the session expires this long after its last write")
+    window: int = Field(description="frames of history each pose uses (the current one included)")
+
+
+class FrameIn(BaseModel):
+    """One video frame's keypoints."""
+
+    seq: Seq
+    keypoints: Joints2
+    scores: Scores | None = None
+
+
+class FramesRequest(BaseModel):
+    """A batch of a session's frames, in strictly increasing seq."""
+
+    model_config = _examples(
+        {"frames": [{"seq": i, "keypoints": frame} for i, frame in enumerate(_EXAMPLE_FRAMES)]}
+    )
+
+    frames: list[FrameIn] = Field(min_length=1)
+
+
+class PoseOut(BaseModel):
+    """The 3D pose of one frame."""
+
+    seq: int
+    joints: Pose3 = Field(description="(17, 3) mm, h36m17 order")
+
+
+class FramesResponse(BaseModel):
+    """One pose per frame sent, in the same order (a resent frame gets its stored pose)."""
+
+    poses: list[PoseOut]
+
+
+class SessionStatus(BaseModel):
+    """Where a session stands."""
+
+    session_id: str
+    last_seq: int = Field(description="-1 before the first frame")
+    frames_seen: int
+    expires_in_s: float
+    window: int
+    layout: Layout
+    width: float
+    height: float
+    fps: float
+
+
+class ModelInfo(BaseModel):
+    """The loaded model."""
+
+    joints: list[str]
+    window: int
+    checkpoint_id: str = Field(description="content hash of the weights")
+    kind: str
+    config: dict[str, Any]
+    device: str
+    units: Literal["mm"] = "mm"
+    training_data: dict[str, Any] | None = None
+    validation: dict[str, Any] | None = Field(None, description="accuracy measured on the validation split")
+
+
+class Status(BaseModel):
+    """Liveness / readiness."""
+
+    status: str
+    store: str | None = None
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="stable machine-readable code, e.g. invalid_input, seq_conflict")
+    message: str = Field(description="what is wrong, for people")
+
+
+class ErrorBody(BaseModel):
+    """Every error answer."""
+
+    error: ErrorDetail
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses=` entries documenting the error body for these statuses."""
+    text = {
+        400: "Malformed request",
+        401: "Missing or unknown API key",
+        404: "No such session (expired, closed, or another key's)",
+        409: "Seq conflict",
+        413: "Body or frame count over the limit",
+        422: "Invalid input",
+        429: "Too many sessions",
+        503: "Session store or model unavailable",
+    }
+    return {status: {"model": ErrorBody, "description": text.get(status, "Error")} for status in statuses}

@@ -1,0 +1,111 @@
+"""The service's settings: one pydantic-settings class, read from `POSELIFT_*` environment variables.
+
+Built once at start-up (`Settings()`) and passed down; nothing here runs at import time, so tests build their
+own `Settings(...)`. An invalid value fails start-up with a message naming the variable (`describe_error`).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "POSELIFT_"
+
+
+class Settings(BaseSettings):
+    """Every knob of `poselift serve`; the environment variable is `POSELIFT_<NAME>` (case-insensitive)."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    redis_url: str = Field(
+        default="", description="Redis URL for sessions (redis://, rediss://, unix://); empty: in-process"
+    )
+    checkpoint: str = Field(
+        default="seq2seq", description='shipped checkpoint name ("seq2seq", "framewise") or a path'
+    )
+    device: str = Field(
+        default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto | cpu | cuda[:N]"
+    )
+    host: str = Field(default="0.0.0.0", description="interface the HTTP server binds")
+    http_port: int = Field(default=8000, ge=0, le=65535, description="REST port (0: any free port)")
+    grpc_port: int = Field(
+        default=50051, ge=0, le=65535, description="gRPC port (used from the gRPC issue on)"
+    )
+    session_ttl_s: int = Field(
+        default=300, ge=1, le=7 * 24 * 3600, description="a session expires this long after its last write"
+    )
+    api_keys: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(), repr=False, description="comma-separated bearer keys; empty: no authentication"
+    )
+    max_frames_per_request: int = Field(
+        default=4096, ge=1, le=1_000_000, description="frames in one /v1/lift or frames batch"
+    )
+    max_body_bytes: int = Field(
+        default=8 * 1024 * 1024, ge=1024, description="largest request body accepted (413 above)"
+    )
+    max_batch: int = Field(default=256, ge=1, description="windows per forward pass of the batching worker")
+    batch_wait_ms: float = Field(
+        default=2.0, ge=0.0, le=1000.0, description="how long a batch waits to fill up"
+    )
+    torch_threads: int = Field(default=0, ge=0, description="torch intra-op threads (0: torch's default)")
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+    store_timeout_s: float = Field(
+        default=0.5,
+        gt=0.0,
+        le=1.0,
+        description="bound on each session-store call; a store slower than that answers 503",
+    )
+    poses_held: int = Field(
+        default=32,
+        ge=1,
+        le=4096,
+        description="last poses kept per session for resends (at least the model's window)",
+    )
+    max_sessions: int = Field(
+        default=100_000, ge=1, description="sessions the in-process store holds at most (429 above)"
+    )
+    push_retries: int = Field(
+        default=64, ge=1, description="optimistic-concurrency attempts of one frames push"
+    )
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(key.strip() for key in value.split(",") if key.strip())
+        return value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _check_keys(cls, keys: tuple[str, ...]) -> tuple[str, ...]:
+        for key in keys:
+            if len(key) < 8 or any(ch.isspace() for ch in key):
+                raise ValueError("each API key needs at least 8 characters and no whitespace")
+        return keys
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, url: str) -> str:
+        url = url.strip()
+        if url and not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(
+                "must start with redis://, rediss:// or unix:// (or be empty for the in-process store)"
+            )
+        return url
+
+
+def describe_error(error: ValidationError) -> str:
+    """A start-up message naming each invalid environment variable and what is wrong with it."""
+    lines = ["invalid settings:"]
+    for item in error.errors():
+        field = "_".join(str(part) for part in item["loc"])
+        shown = "" if field.startswith("api_keys") else f" (got {item.get('input')!r})"  # never echo a key
+        lines.append(f"  {ENV_PREFIX}{field.upper()}: {item['msg']}{shown}")
+    return "\n".join(lines)

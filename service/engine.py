@@ -1,0 +1,171 @@
+"""Batched inference: one worker thread groups concurrent requests into one forward pass, off the event loop.
+
+Every request (a whole `/v1/lift` clip, or the new frames of one session push) hands the engine its causal
+windows. The worker takes the first waiting request, then keeps taking more until the batch holds `max_batch`
+windows or `batch_wait_ms` have passed, runs one forward pass of the core's `Lifter.lift_windows` under
+`torch.inference_mode`, and splits the poses back. A request larger than `max_batch` runs alone; no request is
+ever split, so its poses come from exactly one pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from poselift import Lifter, load_lifter
+from service.config import Settings
+from service.errors import Unavailable
+from service.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Job:
+    windows_norm: np.ndarray  # (N, W, 17, 2)
+    scores: np.ndarray  # (N, W, 17)
+    future: concurrent.futures.Future[np.ndarray] = field(default_factory=concurrent.futures.Future)
+
+
+def load_model(settings: Settings) -> Lifter:
+    """Load the configured checkpoint on the configured device (CUDA when present and `device` is auto).
+
+    Raises:
+        RuntimeError: with a readable message when the checkpoint or the device is unusable.
+    """
+    if settings.device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"POSELIFT_DEVICE={settings.device} but CUDA is not available on this machine")
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+    try:
+        return load_lifter(settings.checkpoint, device=settings.device)
+    except (FileNotFoundError, ValueError, KeyError) as error:
+        raise RuntimeError(
+            f"cannot load checkpoint POSELIFT_CHECKPOINT={settings.checkpoint!r}: {error}"
+        ) from error
+
+
+class Engine:
+    """Owns the lifter and the batching worker thread; `await lift_windows(...)` from any event loop."""
+
+    def __init__(
+        self, lifter: Lifter, max_batch: int = 256, batch_wait_ms: float = 2.0, metrics: Metrics | None = None
+    ):
+        self.lifter = lifter
+        self.max_batch = max_batch
+        self.batch_wait_s = batch_wait_ms / 1000.0
+        self.metrics = metrics or Metrics()
+        self._queue: queue.Queue[_Job | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._held: list[_Job | None] = []  # a job (or the stop marker) taken that did not fit the last batch
+
+    @property
+    def window(self) -> int:
+        return self.lifter.window
+
+    @property
+    def ready(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> None:
+        """Start the worker thread (idempotent)."""
+        if not self.ready:
+            self._thread = threading.Thread(target=self._run, name="poselift-batcher", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Finish the jobs already queued, then stop the worker."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout_s)
+            self._thread = None
+
+    async def lift_windows(self, windows_norm: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        """The pose of the newest frame of each window.
+
+        Args:
+            windows_norm: (N, W, 17, 2) float32 screen-normalised keypoints, oldest frame first.
+            scores: (N, W, 17) float32.
+
+        Returns:
+            (N, 17, 3) float32 poses, mm.
+
+        Raises:
+            Unavailable: the worker is not running.
+        """
+        if not self.ready:
+            raise Unavailable("the model is not loaded yet")
+        job = _Job(np.ascontiguousarray(windows_norm, np.float32), np.ascontiguousarray(scores, np.float32))
+        self._queue.put(job)
+        self.metrics.queue_depth.set(self._queue.qsize())
+        return await asyncio.wrap_future(job.future)
+
+    def _next_batch(self) -> list[_Job] | None:
+        """Block for one job, then gather more until the batch is full or the wait is over; None: stop."""
+        first = self._held.pop() if self._held else self._queue.get()
+        if first is None:
+            return None
+        batch, size = [first], len(first.windows_norm)
+        deadline = time.monotonic() + self.batch_wait_s
+        while size < self.max_batch:
+            remaining = deadline - time.monotonic()
+            try:
+                job = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is None or size + len(job.windows_norm) > self.max_batch:
+                self._held.append(job)  # the stop marker or a job too big to fit waits for the next round
+                break
+            batch.append(job)
+            size += len(job.windows_norm)
+        self.metrics.queue_depth.set(self._queue.qsize())
+        return batch
+
+    def _run(self) -> None:
+        while True:
+            batch = self._next_batch()
+            if batch is None:
+                break
+            jobs = [job for job in batch if job.future.set_running_or_notify_cancel()]  # drop cancelled ones
+            if not jobs:
+                continue
+            try:
+                poses = self._forward(jobs)
+            except Exception as error:  # a failed pass fails its requests, never the worker
+                log.exception("forward pass failed")
+                for job in jobs:
+                    job.future.set_exception(error)
+                continue
+            start = 0
+            for job in jobs:
+                job.future.set_result(poses[start : start + len(job.windows_norm)])
+                start += len(job.windows_norm)
+        self._fail_pending()
+
+    def _forward(self, jobs: list[_Job]) -> np.ndarray:
+        windows = np.concatenate([job.windows_norm for job in jobs])  # (N, W, 17, 2)
+        scores = np.concatenate([job.scores for job in jobs])  # (N, W, 17)
+        started = time.perf_counter()
+        with torch.inference_mode():
+            poses = self.lifter.lift_windows(windows, scores)  # (N, 17, 3)
+        self.metrics.inference_seconds.observe(time.perf_counter() - started)
+        self.metrics.batch_windows.observe(len(windows))
+        self.metrics.batch_requests.observe(len(jobs))
+        return poses
+
+    def _fail_pending(self) -> None:
+        while True:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if job is not None and job.future.set_running_or_notify_cancel():
+                job.future.set_exception(Unavailable("the service is shutting down"))

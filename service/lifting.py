@@ -1,0 +1,285 @@
+"""The transport-agnostic lifting core: what the REST routes (and the gRPC servicer) call.
+
+Inputs are plain Python/numpy values, outputs are dataclasses and numpy arrays, failures are `service.errors`
+exceptions with messages that say exactly what is wrong. Windowing and normalisation are the core's
+(`poselift.inputs.prepare_keypoints`, `poselift.windows.causal_windows`), so a clip lifted here, through a
+session in any batching, or offline with `Lifter.lift` gives the same poses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from poselift.inputs import check_camera, prepare_keypoints
+from poselift.skeleton import NUM_JOINTS
+from poselift.windows import causal_windows
+from service.config import Settings
+from service.engine import Engine
+from service.errors import (
+    InvalidInput,
+    PayloadTooLarge,
+    SeqConflict,
+    SessionBusy,
+    SessionNotFound,
+    Unavailable,
+)
+from service.metrics import Metrics
+from service.sessions import Camera, SessionState, SessionStore
+
+SESSION_ID_BYTES = 24  # 192 random bits
+_SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+MAX_SEQ = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class FrameInput:
+    """One frame of a session push: its seq, (17, 2) pixel keypoints, optional (17,) scores."""
+
+    seq: int
+    keypoints_px: Any
+    scores: Any = None
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """What a client may know about its session."""
+
+    session_id: str
+    last_seq: int  # -1: no frame yet
+    frames_seen: int
+    expires_in_s: float
+    window: int
+    camera: Camera
+
+
+def owner_id(api_key: str | None) -> str:
+    """The owner recorded in a session: a hash of the caller's API key ("" with auth off), never the key."""
+    return "" if not api_key else hashlib.sha256(api_key.encode()).hexdigest()[:32]
+
+
+def new_session_id() -> str:
+    """An unguessable session id: 192 random bits, URL-safe."""
+    return secrets.token_urlsafe(SESSION_ID_BYTES)
+
+
+def _as_array(values: Any, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """`values` as a float64 array of `shape` (-1: any length), or InvalidInput naming what is off."""
+    try:
+        array = np.asarray(values, dtype=np.float64)
+    except (ValueError, TypeError) as error:
+        raise InvalidInput(
+            f"{name} must be a numeric array of shape {_shape_text(shape)} ({error})"
+        ) from error
+    if array.ndim != len(shape) or any(
+        want not in (-1, got) for want, got in zip(shape, array.shape, strict=True)
+    ):
+        raise InvalidInput(f"{name} must have shape {_shape_text(shape)}, got {array.shape}")
+    return array
+
+
+def _shape_text(shape: tuple[int, ...]) -> str:
+    return "(" + ", ".join("frames" if n == -1 else str(n) for n in shape) + ")"
+
+
+def _check_camera(camera: Camera) -> None:
+    try:
+        check_camera(camera.width, camera.height, camera.fps, camera.layout)
+    except ValueError as error:
+        raise InvalidInput(str(error)) from error
+
+
+class LiftingCore:
+    """The service's operations over one engine and one session store."""
+
+    def __init__(self, settings: Settings, engine: Engine, store: SessionStore, metrics: Metrics):
+        self.settings = settings
+        self.engine = engine
+        self.store = store
+        self.metrics = metrics
+
+    @property
+    def window(self) -> int:
+        return self.engine.window
+
+    def _check_frame_count(self, count: int) -> None:
+        if count == 0:
+            raise InvalidInput("no frames given")
+        if count > self.settings.max_frames_per_request:
+            raise PayloadTooLarge(
+                f"{count} frames in one request; the limit is {self.settings.max_frames_per_request} "
+                "(POSELIFT_MAX_FRAMES_PER_REQUEST): split the sequence into several requests or a session"
+            )
+
+    @staticmethod
+    def _prepare(
+        camera: Camera, keypoints_px: np.ndarray, scores: np.ndarray | None, frame_names: str = ""
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Validate and normalise (T, 17, 2) pixels; with `frame_names` an error names the offending frame."""
+        try:
+            return prepare_keypoints(keypoints_px, camera.width, camera.height, scores, camera.layout)
+        except ValueError as error:
+            if frame_names and len(keypoints_px) > 1:
+                for i in range(len(keypoints_px)):  # find the first offending frame
+                    one = None if scores is None else scores[i : i + 1]
+                    LiftingCore._prepare(camera, keypoints_px[i : i + 1], one, f"{frame_names}[{i}]")
+            raise InvalidInput(f"{frame_names}: {error}" if frame_names else str(error)) from error
+
+    async def lift(self, camera: Camera, keypoints_px: Any, scores: Any = None) -> np.ndarray:
+        """Lift a whole sequence, causally.
+
+        Args:
+            camera: layout, image size and fps of the video.
+            keypoints_px: (T, 17, 2) pixels; scores: (T, 17) in [0, 1] or None.
+
+        Returns:
+            (T, 17, 3) float32 poses, mm, root-relative; pose t uses frames <= t only.
+        """
+        _check_camera(camera)
+        kp = _as_array(keypoints_px, "keypoints", (-1, NUM_JOINTS, 2))
+        self._check_frame_count(len(kp))
+        sc = None if scores is None else _as_array(scores, "scores", (len(kp), NUM_JOINTS))
+        kp_norm, sc_norm = self._prepare(camera, kp, sc, "keypoints")
+        return await self.engine.lift_windows(
+            causal_windows(kp_norm, self.window), causal_windows(sc_norm, self.window)
+        )
+
+    async def open_session(self, camera: Camera, owner: str) -> SessionInfo:
+        """Start a session for one camera's view of one person."""
+        _check_camera(camera)
+        state = SessionState(session_id=new_session_id(), camera=camera, owner=owner, window=self.window)
+        await self.store.create(state)
+        return self._info(state, float(self.store.ttl_s))
+
+    async def get_session(self, session_id: str, owner: str) -> SessionInfo:
+        """A session's progress and remaining lifetime."""
+        state = await self._load(session_id, owner)
+        return self._info(state, state.expires_in_s)
+
+    async def close_session(self, session_id: str, owner: str) -> None:
+        """End a session now (its history is dropped)."""
+        await self._load(session_id, owner)
+        if not await self.store.delete(session_id):
+            raise SessionNotFound(session_id)
+
+    async def push_frames(
+        self, session_id: str, frames: Sequence[FrameInput], owner: str
+    ) -> list[tuple[int, np.ndarray]]:
+        """Lift a batch of a session's frames, in increasing seq.
+
+        A frame at or before the session's last seq returns its stored pose if still held (a retry) and
+        changes nothing; if it was never processed (or is no longer held) the whole batch is refused. New
+        frames are lifted against the stored history and committed only if no other writer committed in
+        between (else the push is recomputed on the fresh state).
+
+        Returns:
+            [(seq, (17, 3) pose mm)] for every frame, in the order given.
+        """
+        self._check_frame_count(len(frames))
+        seqs = self._check_seqs(frames)
+        state = await self._load(session_id, owner)
+        kp_px, scores = self._stack(frames)
+        kp_all, sc_all = self._prepare(state.camera, kp_px, scores, "frames")  # (n, 17, 2), (n, 17)
+        for _attempt in range(self.settings.push_retries):
+            resent = seqs <= state.last_seq
+            held = [self._held_pose(state, int(seq)) for seq in seqs[resent]]
+            if resent.all():
+                return list(zip(seqs.tolist(), held, strict=True))
+            new = ~resent
+            kp_norm, sc_norm = kp_all[new], sc_all[new]  # normalisation is per frame, so slicing is exact
+            history = len(state.history_kp)
+            all_kp = np.concatenate([state.history_kp, kp_norm])  # (H + n, 17, 2)
+            all_sc = np.concatenate([state.history_scores, sc_norm])  # (H + n, 17)
+            poses = await self.engine.lift_windows(
+                causal_windows(all_kp, self.window, first=history),
+                causal_windows(all_sc, self.window, first=history),
+            )
+            updated = state.advance(seqs[new], kp_norm, sc_norm, poses, self.settings.poses_held)
+            if await self.store.commit(updated, expected_last_seq=state.last_seq):
+                return list(zip(seqs.tolist(), [*held, *poses], strict=True))
+            self.metrics.push_conflicts.inc()
+            await asyncio.sleep(0)
+            state = await self._load(session_id, owner)
+        raise SessionBusy(
+            f"session {session_id!r} kept changing under {self.settings.push_retries} attempts by concurrent "
+            "writers; retry the batch"
+        )
+
+    @staticmethod
+    def _check_seqs(frames: Sequence[FrameInput]) -> np.ndarray:
+        seqs = [frame.seq for frame in frames]
+        for index, seq in enumerate(seqs):
+            if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq <= MAX_SEQ:
+                raise InvalidInput(f"frames[{index}].seq must be an integer in [0, 2^63-1], got {seq!r}")
+            if index and seq <= seqs[index - 1]:
+                raise InvalidInput(
+                    f"frames must be in strictly increasing seq: frames[{index}].seq={seq} follows "
+                    f"frames[{index - 1}].seq={seqs[index - 1]}"
+                )
+        return np.asarray(seqs, dtype=np.int64)
+
+    @staticmethod
+    def _stack(frames: Sequence[FrameInput]) -> tuple[np.ndarray, np.ndarray | None]:
+        kp = np.stack(
+            [
+                _as_array(f.keypoints_px, f"frames[{i}].keypoints", (NUM_JOINTS, 2))
+                for i, f in enumerate(frames)
+            ]
+        )
+        given = [f.scores is not None for f in frames]
+        if not any(given):
+            return kp, None
+        scores = [
+            np.ones(NUM_JOINTS)
+            if f.scores is None
+            else _as_array(f.scores, f"frames[{i}].scores", (NUM_JOINTS,))
+            for i, f in enumerate(frames)
+        ]
+        return kp, np.stack(scores)
+
+    @staticmethod
+    def _held_pose(state: SessionState, seq: int) -> np.ndarray:
+        pose = state.held_pose(seq)
+        if pose is None:
+            oldest = int(state.pose_seqs[0]) if len(state.pose_seqs) else None
+            why = (
+                "was never processed"
+                if oldest is not None and seq > oldest
+                else f"is older than the poses this session keeps (from seq {oldest})"
+            )
+            raise SeqConflict(
+                f"seq {seq} {why}; the session's last seq is {state.last_seq}: send frames with seq > "
+                f"{state.last_seq}"
+            )
+        return pose
+
+    async def _load(self, session_id: str, owner: str) -> SessionState:
+        if not _SESSION_ID.match(session_id):
+            raise SessionNotFound(session_id)
+        state = await self.store.load(session_id)
+        if state.owner != owner:  # another key's session looks exactly like a missing one
+            raise SessionNotFound(session_id)
+        if state.window != self.window:  # replicas disagree on the model (a rolling upgrade)
+            raise Unavailable(
+                f"session {session_id!r} was opened on a model with window {state.window}; this replica "
+                f"serves window {self.window}: retry on a replica with the session's model, or open a new one"
+            )
+        return state
+
+    @staticmethod
+    def _info(state: SessionState, expires_in_s: float) -> SessionInfo:
+        return SessionInfo(
+            session_id=state.session_id,
+            last_seq=state.last_seq,
+            frames_seen=state.frames_seen,
+            expires_in_s=round(expires_in_s, 3),
+            window=state.window,
+            camera=state.camera,
+        )

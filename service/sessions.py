@@ -1,0 +1,378 @@
+"""Session state and where it lives: Redis (any replica serves any frame) or an in-process store.
+
+One session is one key (a Redis hash `poselift:session:<id>`) holding
+- the camera (`layout`, `width`, `height`, `fps`), the owner (a hash of the API key, never the key), the
+  window;
+- `last_seq` (-1 before the first frame) and `frames_seen`;
+- the last W-1 normalised frames and their scores (the model's 2D history), raw little-endian float32 bytes;
+- the last `poses_held` (>= W) poses with their seqs, so a resent frame gets its stored pose back.
+
+No pickle anywhere: numbers are raw `<f4` / `<i8` bytes, text is UTF-8. Every write refreshes the TTL. A
+push is read → compute → `commit(new_state, expected_last_seq)`: the commit applies only if `last_seq` is
+still what was read (a Lua script in Redis, a check with no await before the write in memory), so concurrent
+writers to one session never interleave, lose or duplicate frames; the loser re-reads and recomputes. Both
+stores share the encoding below, so their semantics are identical by construction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Protocol, TypeVar
+
+import numpy as np
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from poselift.skeleton import NUM_JOINTS
+from service.errors import ServiceError, SessionNotFound, StoreUnavailable, TooManySessions
+
+KEY_PREFIX = "poselift:session:"
+FORMAT_VERSION = b"1"
+F32 = np.dtype("<f4")
+I64 = np.dtype("<i8")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Camera:
+    """What a session (or one /v1/lift call) says about its video."""
+
+    layout: str
+    width: float
+    height: float
+    fps: float
+
+
+def _tail(array: np.ndarray, count: int) -> np.ndarray:
+    return array[max(len(array) - count, 0) :]
+
+
+@dataclass(frozen=True)
+class SessionState:
+    """Everything a replica needs to continue a session; immutable (`advance` returns a new one)."""
+
+    session_id: str
+    camera: Camera
+    owner: str
+    window: int
+    created_s: float = field(default_factory=time.time)
+    last_seq: int = -1
+    frames_seen: int = 0
+    history_kp: np.ndarray = field(default_factory=lambda: np.zeros((0, NUM_JOINTS, 2), F32))  # (H<W, 17, 2)
+    history_scores: np.ndarray = field(default_factory=lambda: np.zeros((0, NUM_JOINTS), F32))  # (H, 17)
+    pose_seqs: np.ndarray = field(default_factory=lambda: np.zeros(0, I64))  # (P,)
+    poses: np.ndarray = field(default_factory=lambda: np.zeros((0, NUM_JOINTS, 3), F32))  # (P, 17, 3) mm
+    expires_in_s: float = 0.0  # filled in by `load`; not stored
+
+    def held_pose(self, seq: int) -> np.ndarray | None:
+        """The stored (17, 3) pose of `seq`, or None if it was never processed or is no longer held."""
+        hits = np.flatnonzero(self.pose_seqs == seq)
+        return self.poses[hits[0]] if len(hits) else None
+
+    def advance(
+        self, seqs: np.ndarray, kp_norm: np.ndarray, scores: np.ndarray, poses: np.ndarray, poses_held: int
+    ) -> SessionState:
+        """The state after processing new frames (seqs increasing, all > last_seq).
+
+        Args:
+            seqs: (n,) frame seqs; kp_norm: (n, 17, 2); scores: (n, 17); poses: (n, 17, 3) their poses, mm.
+            poses_held: how many latest poses to keep (at least the window).
+        """
+        keep = max(poses_held, self.window)
+        return replace(
+            self,
+            last_seq=int(seqs[-1]),
+            frames_seen=self.frames_seen + len(seqs),
+            history_kp=_tail(np.concatenate([self.history_kp, kp_norm.astype(F32)]), self.window - 1),
+            history_scores=_tail(np.concatenate([self.history_scores, scores.astype(F32)]), self.window - 1),
+            pose_seqs=_tail(np.concatenate([self.pose_seqs, seqs.astype(I64)]), keep),
+            poses=_tail(np.concatenate([self.poses, poses.astype(F32)]), keep),
+        )
+
+
+def encode(state: SessionState) -> dict[bytes, bytes]:
+    """A state as the fields of its hash: text as UTF-8, arrays as raw little-endian bytes."""
+    cam = state.camera
+    text = {
+        "v": FORMAT_VERSION.decode(),
+        "layout": cam.layout,
+        "width": repr(float(cam.width)),
+        "height": repr(float(cam.height)),
+        "fps": repr(float(cam.fps)),
+        "owner": state.owner,
+        "window": str(state.window),
+        "created_s": repr(state.created_s),
+        "last_seq": str(state.last_seq),
+        "frames_seen": str(state.frames_seen),
+    }
+    arrays = {
+        "history_kp": state.history_kp.astype(F32),
+        "history_scores": state.history_scores.astype(F32),
+        "pose_seqs": state.pose_seqs.astype(I64),
+        "poses": state.poses.astype(F32),
+    }
+    fields = {k.encode(): v.encode() for k, v in text.items()}
+    fields.update({k.encode(): np.ascontiguousarray(v).tobytes() for k, v in arrays.items()})
+    return fields
+
+
+def decode(session_id: str, fields: Mapping[bytes, bytes], expires_in_s: float) -> SessionState:
+    """Inverse of `encode`."""
+    if fields.get(b"v") != FORMAT_VERSION:
+        raise ServiceError(f"session {session_id!r} is stored in an unknown format {fields.get(b'v')!r}")
+
+    def text(name: str) -> str:
+        return fields[name.encode()].decode()
+
+    def array(name: str, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+        return np.frombuffer(fields[name.encode()], dtype=dtype).reshape(-1, *shape)
+
+    return SessionState(
+        session_id=session_id,
+        camera=Camera(text("layout"), float(text("width")), float(text("height")), float(text("fps"))),
+        owner=text("owner"),
+        window=int(text("window")),
+        created_s=float(text("created_s")),
+        last_seq=int(text("last_seq")),
+        frames_seen=int(text("frames_seen")),
+        history_kp=array("history_kp", F32, (NUM_JOINTS, 2)),
+        history_scores=array("history_scores", F32, (NUM_JOINTS,)),
+        pose_seqs=array("pose_seqs", I64, ()).reshape(-1),
+        poses=array("poses", F32, (NUM_JOINTS, 3)),
+        expires_in_s=expires_in_s,
+    )
+
+
+class SessionStore(Protocol):
+    """Where sessions live. Every method raises `StoreUnavailable` when the store does not answer in time."""
+
+    ttl_s: int
+
+    async def create(self, state: SessionState) -> None:
+        """Store a new session with a fresh TTL."""
+        ...
+
+    async def load(self, session_id: str) -> SessionState:
+        """The session with its remaining TTL; raises `SessionNotFound`."""
+        ...
+
+    async def commit(self, state: SessionState, expected_last_seq: int) -> bool:
+        """Replace the session by `state`, refreshing its TTL, if its last_seq is still `expected_last_seq`.
+
+        Returns False (nothing written) when another writer committed first; raises `SessionNotFound` if the
+        session is gone.
+        """
+        ...
+
+    async def delete(self, session_id: str) -> bool:
+        """Remove a session; False if there was none."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise `StoreUnavailable` unless the store answers."""
+        ...
+
+    async def count(self) -> int:
+        """Sessions currently held (for the active-sessions gauge)."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+class MemorySessionStore:
+    """The in-process store: one machine, no Redis. Same encoding and semantics as `RedisSessionStore`."""
+
+    def __init__(self, ttl_s: int, max_sessions: int = 100_000):
+        self.ttl_s = ttl_s
+        self.max_sessions = max_sessions
+        self._entries: dict[str, tuple[dict[bytes, bytes], float]] = {}  # id -> (fields, expiry monotonic s)
+        self._next_sweep = 0.0
+
+    def _live(self, session_id: str) -> tuple[dict[bytes, bytes], float] | None:
+        entry = self._entries.get(session_id)
+        if entry is not None and entry[1] <= time.monotonic():
+            del self._entries[session_id]
+            return None
+        return entry
+
+    def _sweep(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_sweep or len(self._entries) >= self.max_sessions:
+            self._entries = {k: v for k, v in self._entries.items() if v[1] > now}
+            self._next_sweep = now + min(self.ttl_s / 10, 10.0)
+
+    async def create(self, state: SessionState) -> None:
+        self._sweep()
+        if len(self._entries) >= self.max_sessions:
+            raise TooManySessions(
+                f"this server holds its maximum of {self.max_sessions} sessions; retry later"
+            )
+        self._entries[state.session_id] = (encode(state), time.monotonic() + self.ttl_s)
+
+    async def load(self, session_id: str) -> SessionState:
+        entry = self._live(session_id)
+        if entry is None:
+            raise SessionNotFound(session_id)
+        return decode(session_id, entry[0], max(entry[1] - time.monotonic(), 0.0))
+
+    async def commit(self, state: SessionState, expected_last_seq: int) -> bool:
+        # No await between the check and the write: atomic on the event loop.
+        entry = self._live(state.session_id)
+        if entry is None:
+            raise SessionNotFound(state.session_id)
+        if int(entry[0][b"last_seq"]) != expected_last_seq:
+            return False
+        self._entries[state.session_id] = (encode(state), time.monotonic() + self.ttl_s)
+        return True
+
+    async def delete(self, session_id: str) -> bool:
+        return self._live(session_id) is not None and self._entries.pop(session_id, None) is not None
+
+    async def ping(self) -> None:
+        return None
+
+    async def count(self) -> int:
+        self._sweep()
+        return len(self._entries)
+
+    async def close(self) -> None:
+        self._entries.clear()
+
+
+# KEYS[1]: the session; ARGV[1]: expected last_seq; ARGV[2]: TTL s; ARGV[3..]: field, value, field, value, ...
+_COMMIT_LUA = """
+local current = redis.call('HGET', KEYS[1], 'last_seq')
+if not current then return -1 end
+if current ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+
+class RedisSessionStore:
+    """Sessions in Redis, one hash per session, commits by a Lua compare-and-set on `last_seq`.
+
+    Every call is bounded by `timeout_s` (socket timeouts plus an overall deadline), so an unreachable Redis
+    turns into `StoreUnavailable` (503) quickly; the connection pool reconnects by itself once Redis is back.
+    """
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        ttl_s: int,
+        timeout_s: float = 0.5,
+        on_error: Callable[[str], None] | None = None,
+    ):
+        self.client = client
+        self.ttl_s = ttl_s
+        self.timeout_s = timeout_s
+        self.on_error = on_error
+        self._commit_script = client.register_script(_COMMIT_LUA)
+
+    @classmethod
+    def from_url(
+        cls, url: str, ttl_s: int, timeout_s: float = 0.5, on_error: Callable[[str], None] | None = None
+    ) -> RedisSessionStore:
+        """A store on a new client for `url` with bounded timeouts and one immediate reconnect attempt."""
+        client = aioredis.Redis.from_url(
+            url,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            retry=Retry(NoBackoff(), 1),  # one retry on a fresh connection: survives a restarted Redis
+            health_check_interval=30,
+        )
+        return cls(client, ttl_s, timeout_s, on_error)
+
+    @staticmethod
+    def key(session_id: str) -> str:
+        return KEY_PREFIX + session_id
+
+    async def _call(self, operation: str, call: Awaitable[T]) -> T:
+        try:
+            async with asyncio.timeout(self.timeout_s):  # the whole call, retries and reconnects included
+                return await call
+        except (RedisError, OSError, TimeoutError) as error:
+            if self.on_error is not None:
+                self.on_error(operation)
+            reason = (
+                type(error).__name__
+                if isinstance(error, TimeoutError)
+                else str(error) or type(error).__name__
+            )
+            raise StoreUnavailable(
+                f"the session store is unreachable ({operation}: {reason}); retry later"
+            ) from error
+
+    async def create(self, state: SessionState) -> None:
+        async def run() -> None:
+            async with self.client.pipeline(transaction=True) as pipe:
+                pipe.hset(self.key(state.session_id), mapping=encode(state))  # type: ignore[arg-type]
+                pipe.expire(self.key(state.session_id), self.ttl_s)
+                await pipe.execute()
+
+        await self._call("create", run())
+
+    async def load(self, session_id: str) -> SessionState:
+        async def run() -> list[object]:
+            async with self.client.pipeline(transaction=True) as pipe:
+                pipe.hgetall(self.key(session_id))
+                pipe.pttl(self.key(session_id))
+                return await pipe.execute()
+
+        fields, pttl = await self._call("load", run())
+        if not fields:
+            raise SessionNotFound(session_id)
+        assert isinstance(fields, dict) and isinstance(pttl, int)
+        return decode(session_id, fields, max(pttl, 0) / 1000.0)
+
+    async def commit(self, state: SessionState, expected_last_seq: int) -> bool:
+        args: list[bytes | str | int] = [str(expected_last_seq), self.ttl_s]
+        for name, value in encode(state).items():
+            args += [name, value]
+        result = await self._call(
+            "commit",
+            self._commit_script(keys=[self.key(state.session_id)], args=args),
+        )
+        if result == -1:
+            raise SessionNotFound(state.session_id)
+        return bool(result == 1)
+
+    async def delete(self, session_id: str) -> bool:
+        removed = await self._call("delete", self.client.delete(self.key(session_id)))
+        return bool(removed)
+
+    async def ping(self) -> None:
+        await self._call("ping", self.client.ping())
+
+    async def count(self) -> int:
+        async def run() -> int:
+            total = 0
+            async for _ in self.client.scan_iter(match=KEY_PREFIX + "*", count=1000):
+                total += 1
+            return total
+
+        return await self._call("count", run())
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+def build_store(
+    redis_url: str,
+    ttl_s: int,
+    timeout_s: float,
+    max_sessions: int,
+    on_error: Callable[[str], None] | None = None,
+) -> SessionStore:
+    """Redis when a URL is given, else the in-process store."""
+    if redis_url:
+        return RedisSessionStore.from_url(redis_url, ttl_s, timeout_s, on_error)
+    return MemorySessionStore(ttl_s, max_sessions)

@@ -1,0 +1,182 @@
+"""The transport-agnostic core: validation messages, resends, and the optimistic-concurrency retry."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import numpy as np
+import pytest
+from service_testkit import TOLERANCE_MM, Clip, make_settings
+
+from poselift import Lifter
+from service.engine import Engine
+from service.errors import (
+    InvalidInput,
+    PayloadTooLarge,
+    SeqConflict,
+    SessionBusy,
+    SessionNotFound,
+    Unavailable,
+)
+from service.lifting import FrameInput, LiftingCore, new_session_id, owner_id
+from service.metrics import Metrics
+from service.sessions import Camera, MemorySessionStore, SessionState
+
+
+class RacingStore(MemorySessionStore):
+    """A memory store where, just before each of the first `races` commits, another writer commits first."""
+
+    def __init__(self, races: int) -> None:
+        super().__init__(60)
+        self.races = races
+        self.rival: Callable[[], Awaitable[Any]] | None = None
+
+    async def commit(self, state: SessionState, expected_last_seq: int) -> bool:
+        if self.races > 0 and self.rival is not None:
+            self.races -= 1
+            await self.rival()
+        return await super().commit(state, expected_last_seq)
+
+
+def with_core(
+    lifter: Lifter, body: Callable[[LiftingCore], Awaitable[Any]], store: Any = None, **kw: Any
+) -> Any:
+    async def main() -> Any:
+        metrics = Metrics()
+        engine = Engine(lifter, metrics=metrics)
+        engine.start()
+        try:
+            return await body(
+                LiftingCore(make_settings(**kw), engine, store or MemorySessionStore(60), metrics)
+            )
+        finally:
+            engine.stop()
+
+    return asyncio.run(main())
+
+
+def camera(clip: Clip) -> Camera:
+    return Camera("h36m17", clip.width, clip.height, clip.fps)
+
+
+def test_core_push_retries_on_a_rival_commit_and_recomputes(lifter: Lifter, clip: Clip) -> None:
+    kp = clip.keypoints_px
+    store = RacingStore(races=1)
+
+    async def body(core: LiftingCore) -> list[tuple[int, np.ndarray]]:
+        info = await core.open_session(camera(clip), "")
+        await core.push_frames(info.session_id, [FrameInput(i, kp[i]) for i in range(3)], "")
+        # The rival pushes frames 3..4 between our read and our commit: ours (3..6) must be recomputed on top.
+        store.rival = lambda: core.push_frames(info.session_id, [FrameInput(i, kp[i]) for i in (3, 4)], "")
+        result = await core.push_frames(info.session_id, [FrameInput(i, kp[i]) for i in range(3, 7)], "")
+        assert (await core.get_session(info.session_id, "")).frames_seen == 7
+        return result
+
+    result = with_core(lifter, body, store)
+    offline = lifter.lift(kp[:7], clip.width, clip.height, clip.fps)
+    assert [seq for seq, _ in result] == [3, 4, 5, 6]
+    np.testing.assert_allclose(np.stack([p for _, p in result]), offline[3:7], rtol=0, atol=TOLERANCE_MM)
+
+
+def test_core_push_gives_up_after_retry_budget(lifter: Lifter, clip: Clip) -> None:
+    store = RacingStore(races=100)
+    rival_seqs = iter(range(1000))
+
+    async def rival_commit(session_id: str) -> None:  # another writer, always just ahead of us
+        current = await store.load(session_id)
+        blank = np.zeros((1, 17, 2)), np.ones((1, 17)), np.zeros((1, 17, 3))
+        advanced = current.advance(np.array([next(rival_seqs)]), *blank, poses_held=8)
+        assert await MemorySessionStore.commit(store, advanced, current.last_seq)
+
+    async def body(core: LiftingCore) -> None:
+        info = await core.open_session(camera(clip), "")
+        store.rival = lambda: rival_commit(info.session_id)
+        with pytest.raises(SessionBusy, match="3 attempts"):
+            await core.push_frames(info.session_id, [FrameInput(5000, clip.keypoints_px[0])], "")
+        assert core.metrics.push_conflicts._value.get() == 3
+
+    with_core(lifter, body, store, push_retries=3)
+
+
+def test_core_validation_messages_say_what_is_wrong(lifter: Lifter, clip: Clip) -> None:
+    kp = clip.keypoints_px[:3].copy()
+
+    async def body(core: LiftingCore) -> None:
+        cam = camera(clip)
+        with pytest.raises(InvalidInput, match=r"shape \(frames, 17, 2\), got \(3, 16, 2\)"):
+            await core.lift(cam, kp[:, :16])
+        bad = kp.copy()
+        bad[2, 5, 0] = np.nan
+        with pytest.raises(InvalidInput, match=r"keypoints\[2\]: keypoints must be finite"):
+            await core.lift(cam, bad)
+        with pytest.raises(InvalidInput, match="unknown layout 'openpose'"):
+            await core.lift(Camera("openpose", 640, 480, 30), kp)
+        with pytest.raises(InvalidInput, match="width must be a positive"):
+            await core.lift(Camera("h36m17", -640, 480, 30), kp)
+        with pytest.raises(InvalidInput, match="fps must be in"):
+            await core.lift(Camera("h36m17", 640, 480, 0), kp)
+        with pytest.raises(InvalidInput, match=r"scores must be finite numbers in \[0, 1\]"):
+            await core.lift(cam, kp, np.full((3, 17), 1.5))
+        with pytest.raises(PayloadTooLarge, match="limit is 3"):
+            await core.lift(cam, clip.keypoints_px[:4])
+        info = await core.open_session(cam, "")
+        frames = [FrameInput(s, kp[0]) for s in (4, 4)]
+        with pytest.raises(InvalidInput, match=r"strictly increasing seq: frames\[1\].seq=4 follows"):
+            await core.push_frames(info.session_id, frames, "")
+        with pytest.raises(InvalidInput, match=r"frames\[1\]: keypoints must be finite"):
+            await core.push_frames(info.session_id, [FrameInput(0, kp[0]), FrameInput(1, bad[2])], "")
+        assert (await core.get_session(info.session_id, "")).last_seq == -1  # a refused batch changes nothing
+
+    with_core(lifter, body, max_frames_per_request=3)
+
+
+def test_core_sessions_are_private_to_their_key(lifter: Lifter, clip: Clip) -> None:
+    async def body(core: LiftingCore) -> None:
+        info = await core.open_session(camera(clip), owner_id("alice-key"))
+        for call in (
+            core.get_session(info.session_id, owner_id("bob-key")),
+            core.push_frames(info.session_id, [FrameInput(0, clip.keypoints_px[0])], owner_id("bob-key")),
+            core.close_session(info.session_id, owner_id("bob-key")),
+            core.get_session(info.session_id, ""),
+        ):
+            with pytest.raises(SessionNotFound):
+                await call
+        assert (await core.get_session(info.session_id, owner_id("alice-key"))).last_seq == -1
+
+    with_core(lifter, body)
+
+
+def test_core_resend_older_than_held_poses_is_seq_conflict(lifter: Lifter, clip: Clip) -> None:
+    kp = clip.keypoints_px
+
+    async def body(core: LiftingCore) -> None:
+        info = await core.open_session(camera(clip), "")
+        await core.push_frames(info.session_id, [FrameInput(i, kp[i]) for i in range(12)], "")
+        again = await core.push_frames(info.session_id, [FrameInput(i, kp[i]) for i in range(7, 12)], "")
+        assert [seq for seq, _ in again] == list(range(7, 12))
+        with pytest.raises(SeqConflict, match=r"older than the poses this session keeps.*last seq is 11"):
+            await core.push_frames(info.session_id, [FrameInput(2, kp[2])], "")
+
+    with_core(lifter, body, poses_held=5)
+
+
+def test_core_session_ids_are_unguessable() -> None:
+    ids = {new_session_id() for _ in range(100)}
+    assert len(ids) == 100
+    assert all(len(i) >= 32 for i in ids)  # 24 bytes of randomness, base64url
+
+
+def test_core_session_of_another_model_window_is_unavailable(lifter: Lifter, clip: Clip) -> None:
+    store = MemorySessionStore(60)
+
+    async def body(core: LiftingCore) -> None:
+        other = SessionState(
+            session_id=new_session_id(), camera=camera(clip), owner="", window=lifter.window + 2
+        )
+        await store.create(other)
+        with pytest.raises(Unavailable, match="window"):
+            await core.push_frames(other.session_id, [FrameInput(0, clip.keypoints_px[0])], "")
+
+    with_core(lifter, body, store)

@@ -1,0 +1,200 @@
+"""One suite, both stores: the in-process store and Redis behave identically."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import numpy as np
+import pytest
+import redis
+from service_testkit import RedisServer
+
+from service.errors import SessionNotFound, StoreUnavailable, TooManySessions
+from service.sessions import (
+    KEY_PREFIX,
+    Camera,
+    MemorySessionStore,
+    RedisSessionStore,
+    SessionState,
+    SessionStore,
+    decode,
+    encode,
+)
+
+CAMERA = Camera("coco17", 1280.0, 720.0, 25.0)
+StoreFactory = Callable[..., SessionStore]
+
+
+@pytest.fixture()
+def make_store(store_kind: str, request: pytest.FixtureRequest) -> StoreFactory:
+    """Builds a store of the parametrised kind (inside the test's event loop, as redis.asyncio needs)."""
+    if store_kind == "memory":
+        return lambda ttl_s=60, **kw: MemorySessionStore(ttl_s, **kw)
+    server: RedisServer = request.getfixturevalue("redis_server")
+    return lambda ttl_s=60, **kw: RedisSessionStore.from_url(server.url, ttl_s, timeout_s=0.5)
+
+
+def run(make_store: StoreFactory, body: Callable[[SessionStore], Awaitable[Any]], **kw: Any) -> Any:
+    async def main() -> Any:
+        store = make_store(**kw)
+        try:
+            return await body(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(main())
+
+
+def state(session_id: str = "s" * 32, owner: str = "alice") -> SessionState:
+    return SessionState(session_id=session_id, camera=CAMERA, owner=owner, window=5)
+
+
+def frames(seqs: list[int], value: float = 0.25) -> tuple[np.ndarray, ...]:
+    n = len(seqs)
+    kp = np.full((n, 17, 2), value, np.float32)
+    scores = np.linspace(0.1, 1.0, n * 17, dtype=np.float32).reshape(n, 17)
+    poses = np.arange(n * 51, dtype=np.float32).reshape(n, 17, 3)
+    return np.asarray(seqs), kp, scores, poses
+
+
+def test_store_create_load_round_trip(make_store: StoreFactory) -> None:
+    async def body(store: SessionStore) -> None:
+        original = state().advance(*frames([3, 4, 9]), poses_held=8)
+        await store.create(original)
+        loaded = await store.load(original.session_id)
+        assert (loaded.camera, loaded.owner, loaded.window) == (CAMERA, "alice", 5)
+        assert (loaded.last_seq, loaded.frames_seen) == (9, 3)
+        np.testing.assert_array_equal(loaded.history_kp, original.history_kp)
+        np.testing.assert_array_equal(loaded.history_scores, original.history_scores)
+        np.testing.assert_array_equal(loaded.pose_seqs, [3, 4, 9])
+        np.testing.assert_array_equal(loaded.poses, original.poses)
+        assert 55 < loaded.expires_in_s <= 60
+
+    run(make_store, body)
+
+
+def test_store_keeps_last_window_minus_one_frames_and_held_poses() -> None:
+    advanced = state().advance(*frames(list(range(10))), poses_held=6)
+    assert advanced.history_kp.shape == (4, 17, 2) and advanced.history_scores.shape == (4, 17)
+    assert advanced.pose_seqs.tolist() == [4, 5, 6, 7, 8, 9]
+    assert advanced.held_pose(2) is None
+    np.testing.assert_array_equal(advanced.held_pose(9), advanced.poses[-1])
+    assert state().advance(*frames([0, 1]), poses_held=1).pose_seqs.tolist() == [0, 1]  # never fewer than W
+
+
+def test_store_encoding_is_raw_bytes_without_pickle() -> None:
+    fields = encode(state().advance(*frames([0, 1, 2]), poses_held=8))
+    assert len(fields[b"history_kp"]) == 3 * 17 * 2 * 4  # float32
+    assert len(fields[b"pose_seqs"]) == 3 * 8  # int64
+    assert not any(value.startswith(b"\x80") for value in fields.values())  # no pickle protocol header
+    assert decode("x", fields, 1.0).frames_seen == 3
+
+
+def test_store_commit_applies_only_on_expected_last_seq(make_store: StoreFactory) -> None:
+    async def body(store: SessionStore) -> None:
+        start = state()
+        await store.create(start)
+        first = start.advance(*frames([0, 1]), poses_held=8)
+        assert await store.commit(first, expected_last_seq=-1)
+        rival = start.advance(*frames([0, 1, 2], value=0.5), poses_held=8)  # computed from the stale state
+        assert not await store.commit(rival, expected_last_seq=-1)
+        loaded = await store.load(start.session_id)
+        assert (loaded.last_seq, loaded.frames_seen) == (1, 2)
+        np.testing.assert_array_equal(loaded.history_kp, first.history_kp)
+
+    run(make_store, body)
+
+
+def test_store_concurrent_commits_exactly_one_wins(make_store: StoreFactory) -> None:
+    async def body(store: SessionStore) -> list[bool]:
+        start = state()
+        await store.create(start)
+        rivals = [start.advance(*frames([k]), poses_held=8) for k in range(16)]
+        return list(await asyncio.gather(*[store.commit(r, expected_last_seq=-1) for r in rivals]))
+
+    assert sum(run(make_store, body)) == 1
+
+
+def test_store_commit_refreshes_ttl(make_store: StoreFactory) -> None:
+    async def body(store: SessionStore) -> tuple[float, float]:
+        start = state()
+        await store.create(start)
+        await asyncio.sleep(1.2)
+        before = (await store.load(start.session_id)).expires_in_s
+        await store.commit(start.advance(*frames([0]), poses_held=8), expected_last_seq=-1)
+        return before, (await store.load(start.session_id)).expires_in_s
+
+    before, after = run(make_store, body, ttl_s=5)
+    assert before < 4.0 < after <= 5.0
+
+
+def test_store_session_expires_after_ttl(make_store: StoreFactory) -> None:
+    async def body(store: SessionStore) -> None:
+        await store.create(state())
+        await asyncio.sleep(1.3)
+        with pytest.raises(SessionNotFound):
+            await store.load(state().session_id)
+        with pytest.raises(SessionNotFound):
+            await store.commit(state().advance(*frames([0]), poses_held=8), expected_last_seq=-1)
+
+    run(make_store, body, ttl_s=1)
+
+
+def test_store_delete_and_missing(make_store: StoreFactory) -> None:
+    async def body(store: SessionStore) -> None:
+        await store.create(state())
+        assert await store.count() >= 1
+        assert await store.delete(state().session_id)
+        assert not await store.delete(state().session_id)
+        with pytest.raises(SessionNotFound):
+            await store.load(state().session_id)
+        await store.ping()
+
+    run(make_store, body)
+
+
+def test_store_memory_refuses_past_max_sessions() -> None:
+    async def body() -> None:
+        store = MemorySessionStore(60, max_sessions=2)
+        await store.create(state("a" * 32))
+        await store.create(state("b" * 32))
+        with pytest.raises(TooManySessions):
+            await store.create(state("c" * 32))
+
+    asyncio.run(body())
+
+
+def test_store_redis_one_hash_per_session_with_ttl(redis_server: RedisServer) -> None:
+    async def body() -> None:
+        store = RedisSessionStore.from_url(redis_server.url, 60)
+        try:
+            await store.create(state("k" * 32))
+        finally:
+            await store.close()
+
+    asyncio.run(body())
+    client = redis.Redis.from_url(redis_server.url)
+    key = KEY_PREFIX + "k" * 32
+    assert client.type(key) == b"hash"
+    assert 0 < client.ttl(key) <= 60
+    assert client.hget(key, "owner") == b"alice"
+    client.close()
+
+
+def test_store_redis_unreachable_is_store_unavailable_quickly() -> None:
+    async def body() -> float:
+        store = RedisSessionStore.from_url("redis://127.0.0.1:1/0", 60, timeout_s=0.3)
+        started = time.monotonic()
+        try:
+            with pytest.raises(StoreUnavailable):
+                await store.load("x" * 32)
+            with pytest.raises(StoreUnavailable):
+                await store.ping()
+        finally:
+            await store.close()
+        return time.monotonic() - started
+
+    assert asyncio.run(body()) < 2.0
