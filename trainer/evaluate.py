@@ -87,7 +87,9 @@ def evaluate_lifters(
     """
     views = list(rig_views(data))
     overall: dict[str, dict[str, _Acc]] = defaultdict(lambda: defaultdict(_Acc))
-    per_action: dict[str, dict[str, dict[str, _Acc]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(_Acc)))
+    per_action: dict[str, dict[str, dict[str, _Acc]]] = defaultdict(
+        lambda: defaultdict(lambda: defaultdict(_Acc))
+    )
     joint_sum: dict[str, dict[str, np.ndarray]] = defaultdict(lambda: defaultdict(lambda: np.zeros(17)))
     for cond, sigma, drop in conditions:
         rng = np.random.default_rng(seed)  # the same corrupted input for every method
@@ -110,7 +112,8 @@ def evaluate_lifters(
             for m, cs in per_action.items()
         },
         "per_joint_mm": {
-            m: {c: (e / overall[m][c].frames).round(2).tolist() for c, e in cs.items()} for m, cs in joint_sum.items()
+            m: {c: (e / overall[m][c].frames).round(2).tolist() for c, e in cs.items()}
+            for m, cs in joint_sum.items()
         },
     }
 
