@@ -113,7 +113,7 @@ def add_evaluate_args(p: argparse.ArgumentParser) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from trainer.evaluate import evaluate_lifters, format_table, plot_results, write_json
+    from trainer.evaluate import evaluate_lifters, format_action_table, format_table, plot_results, write_json
     from trainer.mocap import Mocap
 
     lifters: dict[str, Lifter] = {}
@@ -124,6 +124,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     results["data"] = Mocap.load(args.data).describe()
     results["checkpoints"] = {n: lf.checkpoint_id for n, lf in lifters.items()}
     print(format_table(results))
+    print()
+    print(format_action_table(results))
     if args.json:
         write_json(results, Path(args.json))
     if args.plot:

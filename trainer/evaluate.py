@@ -130,6 +130,21 @@ def format_table(results: dict[str, object]) -> str:
     return "\n".join(lines)
 
 
+def format_action_table(results: dict[str, object], condition: str = "σ=10") -> str:
+    """A markdown table of P1 per action (rows) and method (columns) under one condition."""
+    per_action: dict[str, dict[str, dict[str, dict[str, float]]]] = results["per_action"]  # type: ignore[assignment]
+    methods = list(per_action)
+    actions = sorted({a for m in methods for a in per_action[m].get(condition, {})})
+    lines = [
+        f"| action ({condition}, P1 mm) | " + " | ".join(methods) + " |",
+        "|" + "---|" * (len(methods) + 1),
+    ]
+    for action in actions:
+        cells = [f"{per_action[m][condition][action]['P1_mm']:.1f}" for m in methods]
+        lines.append(f"| {action} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def plot_results(results: dict[str, object], path: Path) -> None:
     """Error vs 2D noise (P1 and MPJVE) and per-joint error at σ=0 and σ=10, as one PNG."""
     import matplotlib

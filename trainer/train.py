@@ -228,7 +228,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             rec = {
                 "step": step,
                 "time_s": round(now - t_start, 1),
-                "loss": round(float(loss), 6),
+                "loss": round(float(loss.detach()), 6),
                 "rmse_mm": round(math.sqrt(parts["mse"]) * MM_PER_M, 2),
                 "lr": schedule.get_last_lr()[0],
                 "windows_per_s": round(windows_seen * world / (now - t_log), 1),
