@@ -1,16 +1,8 @@
-"""`python -m trainer` / `torchrun -m trainer`: the training entry point (same flags as `poselift train`)."""
+"""`python -m trainer` / `torchrun -m trainer`: training (same flags as `poselift train`)."""
 
-import argparse
 import sys
 
-from trainer.cli import add_train_args, run_train
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(prog="trainer", description="Train a poselift lifter.")
-    add_train_args(parser)
-    return run_train(parser.parse_args())
-
+from trainer.cli import train_main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(train_main(sys.argv[1:]))

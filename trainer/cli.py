@@ -112,6 +112,22 @@ def add_evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
 
 
+def train_main(argv: list[str]) -> int:
+    """`poselift train …`."""
+    parser = argparse.ArgumentParser(prog="poselift train", description="Train a poselift lifter.")
+    add_train_args(parser)
+    return run_train(parser.parse_args(argv))
+
+
+def evaluate_main(argv: list[str]) -> int:
+    """`poselift evaluate …`."""
+    parser = argparse.ArgumentParser(
+        prog="poselift evaluate", description="Score checkpoints on the fixed rig."
+    )
+    add_evaluate_args(parser)
+    return run_evaluate(parser.parse_args(argv))
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     from trainer.evaluate import evaluate_lifters, format_action_table, format_table, plot_results, write_json
     from trainer.mocap import Mocap
