@@ -7,9 +7,9 @@ STAMP := $(VENV)/.installed
 # A GPU user runs: make setup TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126"
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup serve test lint train train-seq2seq train-framewise eval bench soak clean
+.PHONY: setup system-tools serve test lint proto train train-seq2seq train-framewise eval bench soak clean
 
-setup: $(STAMP)
+setup: $(STAMP) system-tools
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -18,8 +18,28 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[train,serve,dev]'
 	touch $(STAMP)
 
+# The tests run a real redis-server and nginx (the balancer of docker-compose.yml) on loopback. Installed here
+# when missing and possible (root with apt-get); otherwise those tests skip and say why.
+system-tools:
+	@for pkg in redis-server:redis-server nginx:nginx-light; do \
+	    tool=$${pkg%%:*}; deb=$${pkg##*:}; \
+	    command -v $$tool >/dev/null 2>&1 || test -x /usr/sbin/$$tool && continue; \
+	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	        echo "installing $$deb"; \
+	        (DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$deb >/dev/null 2>&1 || \
+	         (apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$deb >/dev/null 2>&1)) || \
+	            echo "note: could not install $$deb; the tests that need $$tool will skip"; \
+	    else \
+	        echo "note: $$tool is not installed; the tests that need it will skip (apt-get install $$deb)"; \
+	    fi; \
+	done
+
 serve: setup
 	$(BIN)/poselift serve
+
+# The gRPC stubs in service/rpc/gen, from protos/ (committed; tests/service/rpc/test_stubs.py checks them).
+proto: setup
+	$(BIN)/python protos/generate.py
 
 test: setup
 	$(BIN)/ruff check .

@@ -1,11 +1,15 @@
-"""`poselift serve`: settings from the environment, the model loaded, REST served until SIGTERM/SIGINT.
+"""`poselift serve`: settings from the environment, the model loaded, REST and gRPC served until SIGTERM.
 
-One event loop runs everything (the gRPC server joins it in a later issue): `run(settings)` starts the servers
-and stops them gracefully — in-flight requests finish, the batching worker drains, the store is closed.
+One event loop runs everything: uvicorn and the grpc.aio server over one lifting core. On SIGTERM or SIGINT
+`run` drains: readiness fails first (REST /readyz 503, gRPC health NOT_SERVING), open gRPC streams answer
+the frame in hand and end with UNAVAILABLE (clients resume elsewhere), in-flight requests finish, and both
+servers stop within `GRACE_S`; then the batching worker drains and the store is closed. A second signal
+stops at once.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
 import signal
@@ -19,8 +23,11 @@ from pydantic import ValidationError
 
 from poselift import Lifter
 from service.api import create_app
-from service.config import Settings, describe_error
+from service.config import ENV_PREFIX, Settings, describe_error
 from service.engine import load_model
+from service.lifting import LiftingCore, serving_core
+from service.rpc import RpcServer
+from service.rpc.server import NOTICE_S
 
 log = logging.getLogger("poselift.serve")
 GRACE_S = 10
@@ -35,27 +42,54 @@ class _Server(uvicorn.Server):
 
 
 async def run(settings: Settings, lifter: Lifter) -> None:
-    """Serve REST on `settings.http_port` until SIGTERM or SIGINT, then shut down gracefully."""
-    config = uvicorn.Config(
-        create_app(settings, lifter),
-        host=settings.host,
-        port=settings.http_port,
-        log_level=settings.log_level,
-        timeout_graceful_shutdown=GRACE_S,
-        access_log=settings.log_level == "debug",
-    )
-    http = _Server(config)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, _request_exit, http, sig)
-    await http.serve()
+    """Serve REST on `settings.http_port` and gRPC on `settings.grpc_port` until SIGTERM or SIGINT."""
+    async with serving_core(settings, lifter) as core:
+        rpc = RpcServer(core)
+        await rpc.start(settings.host, settings.grpc_port)
+        config = uvicorn.Config(
+            create_app(settings, core=core),
+            host=settings.host,
+            port=settings.http_port,
+            log_level=settings.log_level,
+            timeout_graceful_shutdown=GRACE_S,
+            access_log=settings.log_level == "debug",
+        )
+        http = _Server(config)
+        draining: list[asyncio.Task[None]] = []
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, _request_exit, core, http, rpc, draining, sig)
+        try:
+            await http.serve()
+        finally:
+            if not draining:  # uvicorn ended by itself (it could not bind its port)
+                draining.append(asyncio.ensure_future(rpc.stop(0)))
+            await asyncio.gather(*draining)
 
 
-def _request_exit(server: uvicorn.Server, sig: signal.Signals) -> None:
+def _request_exit(
+    core: LiftingCore,
+    http: uvicorn.Server,
+    rpc: RpcServer,
+    draining: list[asyncio.Task[None]],
+    sig: signal.Signals,
+) -> None:
+    if draining:  # a second signal: stop now
+        log.info("received %s again: stopping now", sig.name)
+        http.force_exit = True
+        draining.append(asyncio.ensure_future(rpc.stop(0)))
+        return
     log.info("received %s: shutting down gracefully", sig.name)
-    if server.should_exit:  # a second signal: stop now
-        server.force_exit = True
-    server.should_exit = True
+    core.draining = True  # REST readiness fails from now on; gRPC health turns NOT_SERVING in rpc.stop
+    draining.append(asyncio.ensure_future(_drain(http, rpc)))
+
+
+async def _drain(http: uvicorn.Server, rpc: RpcServer) -> None:
+    """Both transports alike: readiness fails now; after `NOTICE_S` they stop taking new work and finish."""
+    stopping = asyncio.ensure_future(rpc.stop(GRACE_S))
+    await asyncio.sleep(NOTICE_S)
+    http.should_exit = True
+    await stopping
 
 
 def _redacted(url: str) -> str:
@@ -86,9 +120,29 @@ def serve() -> int:
         f"Redis at {_redacted(settings.redis_url)}" if settings.redis_url else "the in-process session store"
     )
     log.info(
-        "model %s (%s, window %d) on %s; %s; REST on %s:%d",
+        "model %s (%s, window %d) on %s; %s; REST on %s:%d, gRPC on %s:%d",
         lifter.checkpoint_id, lifter.metadata.get("config", {}).get("kind"), lifter.window, lifter.device,
-        store, settings.host, settings.http_port,
+        store, settings.host, settings.http_port, settings.host, settings.grpc_port,
     )  # fmt: skip
-    asyncio.run(run(settings, lifter))
+    try:
+        asyncio.run(run(settings, lifter))
+    except OSError as error:  # the gRPC port cannot be bound
+        print(f"poselift serve: {error}", file=sys.stderr)
+        return 1
     return 0
+
+
+def main(argv: list[str]) -> int:
+    """`poselift serve [--help]`: every setting comes from the environment (`POSELIFT_*`)."""
+    settings_help = "\n".join(
+        f"  {ENV_PREFIX}{name.upper():<26} {field.description or ''}"
+        for name, field in Settings.model_fields.items()
+    )
+    parser = argparse.ArgumentParser(
+        prog="poselift serve",
+        description="Serve REST and gRPC over one lifting core until SIGTERM or SIGINT (graceful drain).",
+        epilog=f"settings (environment variables):\n{settings_help}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.parse_args(argv)
+    return serve()

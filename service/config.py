@@ -7,6 +7,7 @@ own `Settings(...)`. An invalid value fails start-up with a message naming the v
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -28,10 +29,13 @@ class Settings(BaseSettings):
     device: str = Field(
         default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto | cpu | cuda[:N]"
     )
-    host: str = Field(default="0.0.0.0", description="interface the HTTP server binds")
+    host: str = Field(default="0.0.0.0", description="interface the REST and gRPC servers bind")
     http_port: int = Field(default=8000, ge=0, le=65535, description="REST port (0: any free port)")
-    grpc_port: int = Field(
-        default=50051, ge=0, le=65535, description="gRPC port (used from the gRPC issue on)"
+    grpc_port: int = Field(default=50051, ge=0, le=65535, description="gRPC port (0: any free port)")
+    grpc_max_concurrent_rpcs: int = Field(
+        default=1024,
+        ge=1,
+        description="gRPC calls (open streams included) served at once; RESOURCE_EXHAUSTED above",
     )
     session_ttl_s: int = Field(
         default=300, ge=1, le=7 * 24 * 3600, description="a session expires this long after its last write"
@@ -101,11 +105,30 @@ class Settings(BaseSettings):
         return url
 
 
+def redact_url(url: str) -> str:
+    """`url` with its credentials hidden: user info (`user:password@`) and a `password=` query parameter."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable URL>"
+    netloc = "***@" + parts.netloc.rsplit("@", 1)[1] if "@" in parts.netloc else parts.netloc
+    query = urlencode(
+        [(k, "***" if k.lower() == "password" else v) for k, v in parse_qsl(parts.query, True)], safe="*"
+    )
+    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
+
+
 def describe_error(error: ValidationError) -> str:
-    """A start-up message naming each invalid environment variable and what is wrong with it."""
+    """A start-up message naming each invalid environment variable and what is wrong with it.
+
+    API keys are never echoed, and a Redis URL only without its credentials.
+    """
     lines = ["invalid settings:"]
     for item in error.errors():
         field = "_".join(str(part) for part in item["loc"])
-        shown = "" if field.startswith("api_keys") else f" (got {item.get('input')!r})"  # never echo a key
+        given = item.get("input")
+        if field == "redis_url" and isinstance(given, str):
+            given = redact_url(given)
+        shown = "" if field.startswith("api_keys") else f" (got {given!r})"
         lines.append(f"  {ENV_PREFIX}{field.upper()}: {item['msg']}{shown}")
     return "\n".join(lines)

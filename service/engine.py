@@ -4,7 +4,11 @@ Every request (a whole `/v1/lift` clip, or the new frames of one session push) h
 windows. The worker takes the first waiting request, then keeps taking more until the batch holds `max_batch`
 windows or `batch_wait_ms` have passed, runs one forward pass of the core's `Lifter.lift_windows` under
 `torch.inference_mode`, and splits the poses back. A request larger than `max_batch` runs alone; no request is
-ever split, so its poses come from exactly one pass.
+ever split, so its poses come from exactly one pass. If a pass fails, its requests are retried one by one, so
+only the request that causes the failure fails.
+
+Shutdown (`stop`, or `await aclose()` from an event loop) refuses new requests with `Unavailable`, answers
+every request queued before it, then ends the worker: no request is ever left waiting.
 """
 
 from __future__ import annotations
@@ -63,9 +67,12 @@ class Engine:
         self.max_batch = max_batch
         self.batch_wait_s = batch_wait_ms / 1000.0
         self.metrics = metrics or Metrics()
-        self._queue: queue.Queue[_Job | None] = queue.Queue()
+        self._queue: queue.Queue[_Job | None] = queue.Queue()  # None: the stop marker, always queued last
         self._thread: threading.Thread | None = None
-        self._held: list[_Job | None] = []  # a job (or the stop marker) taken that did not fit the last batch
+        self._lock = threading.Lock()  # orders "refuse once stopping" against "enqueue" and the stop marker
+        self._stopping = False
+        self._held: _Job | None = None  # a job taken that did not fit the last batch: first of the next
+        self._held_stop = False  # the stop marker was taken while gathering: stop after the next batch
 
     @property
     def window(self) -> int:
@@ -73,20 +80,30 @@ class Engine:
 
     @property
     def ready(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return not self._stopping and self._thread is not None and self._thread.is_alive()
 
     def start(self) -> None:
-        """Start the worker thread (idempotent)."""
-        if not self.ready:
-            self._thread = threading.Thread(target=self._run, name="poselift-batcher", daemon=True)
-            self._thread.start()
+        """Start the worker thread (idempotent; not after `stop`)."""
+        with self._lock:
+            if self._thread is None and not self._stopping:
+                self._thread = threading.Thread(target=self._run, name="poselift-batcher", daemon=True)
+                self._thread.start()
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        """Finish the jobs already queued, then stop the worker."""
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join(timeout_s)
-            self._thread = None
+        """Refuse new requests, answer those already queued, then stop the worker. Blocks; see `aclose`."""
+        with self._lock:
+            self._stopping = True
+            thread, self._thread = self._thread, None
+            if thread is None:  # never started, or already stopped
+                return
+            self._queue.put(None)  # under the lock: no job can be queued after the marker
+        thread.join(timeout_s)
+        if thread.is_alive():
+            log.warning("the batching worker did not finish its queue within %.1f s", timeout_s)
+
+    async def aclose(self, timeout_s: float = 10.0) -> None:
+        """`stop` off the event loop, which meanwhile keeps serving (and delivers the drained replies)."""
+        await asyncio.to_thread(self.stop, timeout_s)
 
     async def lift_windows(self, windows_norm: np.ndarray, scores: np.ndarray) -> np.ndarray:
         """The pose of the newest frame of each window.
@@ -99,18 +116,25 @@ class Engine:
             (N, 17, 3) float32 poses, mm.
 
         Raises:
-            Unavailable: the worker is not running.
+            Unavailable: the worker is not running (not started yet, or shutting down).
         """
-        if not self.ready:
-            raise Unavailable("the model is not loaded yet")
         job = _Job(np.ascontiguousarray(windows_norm, np.float32), np.ascontiguousarray(scores, np.float32))
-        self._queue.put(job)
+        with self._lock:
+            if self._stopping:
+                raise Unavailable("the service is shutting down")
+            if self._thread is None:
+                raise Unavailable("the model is not loaded yet")
+            self._queue.put(job)
         self.metrics.queue_depth.set(self._queue.qsize())
         return await asyncio.wrap_future(job.future)
 
     def _next_batch(self) -> list[_Job] | None:
         """Block for one job, then gather more until the batch is full or the wait is over; None: stop."""
-        first = self._held.pop() if self._held else self._queue.get()
+        if self._held is not None:
+            first: _Job | None = self._held
+            self._held = None
+        else:
+            first = None if self._held_stop else self._queue.get()
         if first is None:
             return None
         batch, size = [first], len(first.windows_norm)
@@ -121,8 +145,11 @@ class Engine:
                 job = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
             except queue.Empty:
                 break
-            if job is None or size + len(job.windows_norm) > self.max_batch:
-                self._held.append(job)  # the stop marker or a job too big to fit waits for the next round
+            if job is None:  # the stop marker: nothing follows it; this batch is the last
+                self._held_stop = True
+                break
+            if size + len(job.windows_norm) > self.max_batch:
+                self._held = job  # too big to fit: it starts the next batch
                 break
             batch.append(job)
             size += len(job.windows_norm)
@@ -135,20 +162,29 @@ class Engine:
             if batch is None:
                 break
             jobs = [job for job in batch if job.future.set_running_or_notify_cancel()]  # drop cancelled ones
-            if not jobs:
-                continue
-            try:
-                poses = self._forward(jobs)
-            except Exception as error:  # a failed pass fails its requests, never the worker
-                log.exception("forward pass failed")
-                for job in jobs:
-                    job.future.set_exception(error)
-                continue
-            start = 0
-            for job in jobs:
-                job.future.set_result(poses[start : start + len(job.windows_norm)])
-                start += len(job.windows_norm)
+            if jobs:
+                self._answer(jobs)
         self._fail_pending()
+
+    def _answer(self, jobs: list[_Job]) -> None:
+        """Run one pass for `jobs` and resolve their futures; a failed pass is retried job by job."""
+        try:
+            poses = self._forward(jobs)
+        except Exception as error:  # a failed pass fails its requests, never the worker
+            if len(jobs) > 1:  # find the culprit: only the request that fails alone fails
+                log.warning(
+                    "a forward pass of %d requests failed (%s); retrying them one by one", len(jobs), error
+                )
+                for job in jobs:
+                    self._answer([job])
+                return
+            log.exception("forward pass failed")
+            jobs[0].future.set_exception(error)
+            return
+        start = 0
+        for job in jobs:
+            job.future.set_result(poses[start : start + len(job.windows_norm)])
+            start += len(job.windows_norm)
 
     def _forward(self, jobs: list[_Job]) -> np.ndarray:
         windows = np.concatenate([job.windows_norm for job in jobs])  # (N, W, 17, 2)
@@ -162,6 +198,7 @@ class Engine:
         return poses
 
     def _fail_pending(self) -> None:
+        """Refuse whatever is still queued (nothing should be: no job is queued after the stop marker)."""
         while True:
             try:
                 job = self._queue.get_nowait()

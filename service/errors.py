@@ -74,9 +74,8 @@ class SessionNotFound(NotFound):
     code = "session_not_found"
 
     def __init__(self, session_id: str):
-        super().__init__(
-            f"no session {session_id!r} (it expired, was closed, or was never created with this key)"
-        )
+        shown = session_id if len(session_id) <= 64 else session_id[:64] + "..."
+        super().__init__(f"no session {shown!r} (it expired, was closed, or was never created with this key)")
 
 
 class MethodNotAllowed(ServiceError):
@@ -104,6 +103,18 @@ class SessionBusy(ServiceError):
     code = "session_busy"
     http_status = 409
     grpc_code = "ABORTED"
+
+
+class SessionIncompatible(ServiceError):
+    """The session was opened on a model with another window than this replica's (a rolling upgrade).
+
+    HTTP 409, gRPC FAILED_PRECONDITION: retrying here never helps; a replica with the session's model, or a
+    new session, does.
+    """
+
+    code = "session_incompatible"
+    http_status = 409
+    grpc_code = "FAILED_PRECONDITION"
 
 
 class PayloadTooLarge(ServiceError):

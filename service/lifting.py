@@ -10,29 +10,35 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from poselift import Lifter
 from poselift.inputs import check_camera, prepare_keypoints
 from poselift.skeleton import NUM_JOINTS
 from poselift.windows import causal_windows
 from service.config import Settings
-from service.engine import Engine
+from service.engine import Engine, load_model
 from service.errors import (
     InvalidInput,
     PayloadTooLarge,
     SeqConflict,
     SessionBusy,
+    SessionIncompatible,
     SessionNotFound,
+    StoreUnavailable,
+    Unauthenticated,
     Unavailable,
 )
 from service.metrics import Metrics
-from service.sessions import Camera, SessionState, SessionStore
+from service.sessions import Camera, SessionState, SessionStore, build_store
 
 SESSION_ID_BYTES = 24  # 192 random bits
 _SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
@@ -97,17 +103,48 @@ def _check_camera(camera: Camera) -> None:
 
 
 class LiftingCore:
-    """The service's operations over one engine and one session store."""
+    """The service's operations over one engine and one session store, shared by REST and gRPC."""
 
     def __init__(self, settings: Settings, engine: Engine, store: SessionStore, metrics: Metrics):
         self.settings = settings
         self.engine = engine
         self.store = store
         self.metrics = metrics
+        self.draining = False  # set at shutdown: readiness fails first, so balancers stop sending work
 
     @property
     def window(self) -> int:
         return self.engine.window
+
+    def authenticate(self, api_key: str | None) -> str:
+        """The caller's owner id: "" with auth off, else a hash of its key; raises Unauthenticated.
+
+        Args:
+            api_key: the Bearer token the caller presented (HTTP header or gRPC metadata), None if none.
+        """
+        keys = self.settings.api_keys
+        if not keys:
+            return ""
+        if api_key is None:
+            raise Unauthenticated(
+                "this server needs an API key: send 'Authorization: Bearer <key>' "
+                "(an HTTP header, or gRPC metadata)"
+            )
+        given = api_key.encode()
+        if not any(hmac.compare_digest(given, key.encode()) for key in keys):
+            raise Unauthenticated("unknown API key")
+        return owner_id(api_key)
+
+    async def check_ready(self) -> None:
+        """Raise Unavailable saying why unless the model is loaded, the store answers and no drain began."""
+        if self.draining:
+            raise Unavailable("not ready: the server is shutting down")
+        if not self.engine.ready:
+            raise Unavailable("not ready: the model is not loaded")
+        try:
+            await self.store.ping()
+        except StoreUnavailable as error:
+            raise Unavailable(f"not ready: {error.message}") from error
 
     def _check_frame_count(self, count: int) -> None:
         if count == 0:
@@ -120,17 +157,22 @@ class LiftingCore:
 
     @staticmethod
     def _prepare(
-        camera: Camera, keypoints_px: np.ndarray, scores: np.ndarray | None, frame_names: str = ""
+        camera: Camera, keypoints_px: np.ndarray, scores: np.ndarray | None, frame_names: str
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Validate and normalise (T, 17, 2) pixels; with `frame_names` an error names the offending frame."""
+        """Validate and normalise (T, 17, 2) pixels; an error names the first bad frame, `frame_names[i]`."""
+
+        def prepare(kp: np.ndarray, sc: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+            return prepare_keypoints(kp, camera.width, camera.height, sc, camera.layout)
+
         try:
-            return prepare_keypoints(keypoints_px, camera.width, camera.height, scores, camera.layout)
+            return prepare(keypoints_px, scores)
         except ValueError as error:
-            if frame_names and len(keypoints_px) > 1:
-                for i in range(len(keypoints_px)):  # find the first offending frame
-                    one = None if scores is None else scores[i : i + 1]
-                    LiftingCore._prepare(camera, keypoints_px[i : i + 1], one, f"{frame_names}[{i}]")
-            raise InvalidInput(f"{frame_names}: {error}" if frame_names else str(error)) from error
+            for i in range(len(keypoints_px)):  # only once the whole failed: the first frame failing alone
+                try:
+                    prepare(keypoints_px[i : i + 1], None if scores is None else scores[i : i + 1])
+                except ValueError as frame_error:
+                    raise InvalidInput(f"{frame_names}[{i}]: {frame_error}") from frame_error
+            raise InvalidInput(str(error)) from error
 
     async def lift(self, camera: Camera, keypoints_px: Any, scores: Any = None) -> np.ndarray:
         """Lift a whole sequence, causally.
@@ -179,10 +221,19 @@ class LiftingCore:
         frames are lifted against the stored history and committed only if no other writer committed in
         between (else the push is recomputed on the fresh state).
 
+        A batch holds at most the poses a session keeps (`poses_held`, never fewer than the window), so a
+        batch whose reply was lost can always be resent whole; a longer one is refused (PayloadTooLarge).
+
         Returns:
             [(seq, (17, 3) pose mm)] for every frame, in the order given.
         """
         self._check_frame_count(len(frames))
+        if len(frames) > (limit := max(self.settings.poses_held, self.window)):
+            raise PayloadTooLarge(
+                f"{len(frames)} frames in one session batch; the limit is {limit}, the poses a session keeps "
+                "for resends (POSELIFT_POSES_HELD), so that a batch can always be resent whole: split it "
+                "into smaller batches"
+            )
         seqs = self._check_seqs(frames)
         state = await self._load(session_id, owner)
         kp_px, scores = self._stack(frames)
@@ -267,7 +318,7 @@ class LiftingCore:
         if state.owner != owner:  # another key's session looks exactly like a missing one
             raise SessionNotFound(session_id)
         if state.window != self.window:  # replicas disagree on the model (a rolling upgrade)
-            raise Unavailable(
+            raise SessionIncompatible(
                 f"session {session_id!r} was opened on a model with window {state.window}; this replica "
                 f"serves window {self.window}: retry on a replica with the session's model, or open a new one"
             )
@@ -283,3 +334,30 @@ class LiftingCore:
             window=state.window,
             camera=state.camera,
         )
+
+
+@asynccontextmanager
+async def serving_core(
+    settings: Settings, lifter: Lifter | None = None, metrics: Metrics | None = None
+) -> AsyncIterator[LiftingCore]:
+    """The core with its resources running: batching worker started, store client open; both closed after.
+
+    Args:
+        lifter: an already loaded model (else `settings.checkpoint` is loaded here).
+        metrics: the registry to count into (else a new one).
+    """
+    metrics = metrics or Metrics()
+    engine = Engine(lifter or load_model(settings), settings.max_batch, settings.batch_wait_ms, metrics)
+    engine.start()
+    store = build_store(
+        settings.redis_url,
+        settings.session_ttl_s,
+        settings.store_timeout_s,
+        settings.max_sessions,
+        on_error=lambda operation: metrics.store_errors.labels(operation).inc(),
+    )
+    try:
+        yield LiftingCore(settings, engine, store, metrics)
+    finally:
+        await engine.aclose()  # drains the queued requests off the loop, which keeps delivering their replies
+        await store.close()

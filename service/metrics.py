@@ -66,6 +66,20 @@ class Metrics:
             registry=r,
         )
 
+        self.stream_frames = Counter(
+            "poselift_stream_frames_total",
+            "StreamLift frames answered, by outcome (pose, or the in-band error code).",
+            ["outcome"],
+            registry=r,
+        )
+        self.open_streams = Gauge("poselift_open_streams", "StreamLift streams open now.", registry=r)
+        self.frame_latency = Histogram(
+            "poselift_stream_frame_seconds",
+            "From reading a StreamLift frame to its reply.",
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
+
     def render(self) -> bytes:
         """The Prometheus text exposition of this registry."""
         return generate_latest(self.registry)

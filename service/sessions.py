@@ -7,6 +7,10 @@ One session is one key (a Redis hash `poselift:session:<id>`) holding
 - the last W-1 normalised frames and their scores (the model's 2D history), raw little-endian float32 bytes;
 - the last `poses_held` (>= W) poses with their seqs, so a resent frame gets its stored pose back.
 
+Beside them one sorted set `poselift:sessions` indexes the session ids by expiry (epoch ms, the server's
+clock), updated by the same scripts that write a session, so counting the live sessions for the metrics gauge
+is a ZCARD, never a scan of the keyspace.
+
 No pickle anywhere: numbers are raw `<f4` / `<i8` bytes, text is UTF-8. Every write refreshes the TTL. A
 push is read → compute → `commit(new_state, expected_last_seq)`: the commit applies only if `last_seq` is
 still what was read (a Lua script in Redis, a check with no await before the write in memory), so concurrent
@@ -24,18 +28,22 @@ from typing import Protocol, TypeVar
 
 import numpy as np
 import redis.asyncio as aioredis
+from redis import exceptions as redis_errors
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
 
 from poselift.skeleton import NUM_JOINTS
 from service.errors import ServiceError, SessionNotFound, StoreUnavailable, TooManySessions
 
 KEY_PREFIX = "poselift:session:"
+INDEX_KEY = "poselift:sessions"  # sorted set: session id -> expiry (epoch ms)
 FORMAT_VERSION = b"1"
 F32 = np.dtype("<f4")
 I64 = np.dtype("<i8")
 T = TypeVar("T")
+
+
+DEFAULT_FPS = 50.0  # the frame rate assumed when a client states none (REST and gRPC alike)
 
 
 @dataclass(frozen=True)
@@ -178,7 +186,7 @@ class SessionStore(Protocol):
         ...
 
     async def count(self) -> int:
-        """Sessions currently held (for the active-sessions gauge)."""
+        """Sessions currently held (for the active-sessions gauge); cheap, never a scan of every key."""
         ...
 
     async def close(self) -> None:
@@ -203,8 +211,9 @@ class MemorySessionStore:
         return entry
 
     def _sweep(self) -> None:
+        """Drop expired sessions, at most every `ttl_s / 10` (10 s at most): never once per request."""
         now = time.monotonic()
-        if now >= self._next_sweep or len(self._entries) >= self.max_sessions:
+        if now >= self._next_sweep:
             self._entries = {k: v for k, v in self._entries.items() if v[1] > now}
             self._next_sweep = now + min(self.ttl_s / 10, 10.0)
 
@@ -246,15 +255,62 @@ class MemorySessionStore:
         self._entries.clear()
 
 
-# KEYS[1]: the session; ARGV[1]: expected last_seq; ARGV[2]: TTL s; ARGV[3..]: field, value, field, value, ...
-_COMMIT_LUA = """
-local current = redis.call('HGET', KEYS[1], 'last_seq')
-if not current then return -1 end
-if current ~= ARGV[1] then return 0 end
+# The index of live sessions: ZADD with the expiry by the server's clock, expired ids pruned on the way.
+_INDEX_LUA = """
+local function index(id, ttl_s)
+  local t = redis.call('TIME')
+  local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now_ms)
+  redis.call('ZADD', KEYS[2], now_ms + tonumber(ttl_s) * 1000, id)
+end
+"""
+
+# KEYS[1]: the session, KEYS[2]: the index; ARGV[1]: TTL s; ARGV[2]: session id; ARGV[3..]: field, value, ...
+_CREATE_LUA = (
+    _INDEX_LUA
+    + """
 redis.call('HSET', KEYS[1], unpack(ARGV, 3))
-redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+index(ARGV[2], ARGV[1])
 return 1
 """
+)
+
+# KEYS[1]: the session, KEYS[2]: the index; ARGV[1]: TTL s; ARGV[2]: session id; ARGV[3]: expected last_seq;
+# ARGV[4..]: field, value, field, value, ...
+_COMMIT_LUA = (
+    _INDEX_LUA
+    + """
+local current = redis.call('HGET', KEYS[1], 'last_seq')
+if not current then return -1 end
+if current ~= ARGV[3] then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+index(ARGV[2], ARGV[1])
+return 1
+"""
+)
+
+# KEYS[1]: the index. The live sessions: ids whose expiry is still ahead.
+_COUNT_LUA = """
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_ms)
+return redis.call('ZCARD', KEYS[1])
+"""
+
+# Redis answered, but cannot serve now (loading, a read-only replica after a failover, out of memory): like an
+# unreachable Redis, a 503 to retry. Any other RedisError is a bug of ours (a 500, its traceback logged).
+_UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
+    redis_errors.ConnectionError,  # BusyLoadingError (LOADING) and AuthenticationError included
+    redis_errors.TimeoutError,
+    redis_errors.ReadOnlyError,
+    redis_errors.OutOfMemoryError,
+    redis_errors.MasterDownError,
+    redis_errors.TryAgainError,
+    OSError,
+    TimeoutError,  # our own deadline (asyncio.timeout)
+)
 
 
 class RedisSessionStore:
@@ -262,6 +318,7 @@ class RedisSessionStore:
 
     Every call is bounded by `timeout_s` (socket timeouts plus an overall deadline), so an unreachable Redis
     turns into `StoreUnavailable` (503) quickly; the connection pool reconnects by itself once Redis is back.
+    Scripts use `TIME` before writing, so Redis 5 or later is needed (script effects replication).
     """
 
     def __init__(
@@ -275,7 +332,9 @@ class RedisSessionStore:
         self.ttl_s = ttl_s
         self.timeout_s = timeout_s
         self.on_error = on_error
+        self._create_script = client.register_script(_CREATE_LUA)
         self._commit_script = client.register_script(_COMMIT_LUA)
+        self._count_script = client.register_script(_COUNT_LUA)
 
     @classmethod
     def from_url(
@@ -295,12 +354,17 @@ class RedisSessionStore:
     def key(session_id: str) -> str:
         return KEY_PREFIX + session_id
 
-    async def _call(self, operation: str, call: Awaitable[T]) -> T:
+    async def _call(self, operation: str, call: Awaitable[T], count_errors: bool = True) -> T:
+        """Await `call` within the time bound; Redis down or unable to serve -> `StoreUnavailable`.
+
+        Args:
+            count_errors: report failures to `on_error` (the store-errors counter).
+        """
         try:
             async with asyncio.timeout(self.timeout_s):  # the whole call, retries and reconnects included
                 return await call
-        except (RedisError, OSError, TimeoutError) as error:
-            if self.on_error is not None:
+        except _UNAVAILABLE_ERRORS as error:
+            if count_errors and self.on_error is not None:
                 self.on_error(operation)
             reason = (
                 type(error).__name__
@@ -310,15 +374,20 @@ class RedisSessionStore:
             raise StoreUnavailable(
                 f"the session store is unreachable ({operation}: {reason}); retry later"
             ) from error
+        except redis_errors.RedisError:
+            if count_errors and self.on_error is not None:
+                self.on_error(operation)
+            raise  # a command Redis refused: our bug, not an outage
+
+    def _write_args(self, state: SessionState, *head: str | int) -> list[bytes | str | int]:
+        args: list[bytes | str | int] = [self.ttl_s, state.session_id, *head]
+        for name, value in encode(state).items():
+            args += [name, value]
+        return args
 
     async def create(self, state: SessionState) -> None:
-        async def run() -> None:
-            async with self.client.pipeline(transaction=True) as pipe:
-                pipe.hset(self.key(state.session_id), mapping=encode(state))  # type: ignore[arg-type]
-                pipe.expire(self.key(state.session_id), self.ttl_s)
-                await pipe.execute()
-
-        await self._call("create", run())
+        keys = [self.key(state.session_id), INDEX_KEY]
+        await self._call("create", self._create_script(keys=keys, args=self._write_args(state)))
 
     async def load(self, session_id: str) -> SessionState:
         async def run() -> list[object]:
@@ -334,32 +403,30 @@ class RedisSessionStore:
         return decode(session_id, fields, max(pttl, 0) / 1000.0)
 
     async def commit(self, state: SessionState, expected_last_seq: int) -> bool:
-        args: list[bytes | str | int] = [str(expected_last_seq), self.ttl_s]
-        for name, value in encode(state).items():
-            args += [name, value]
-        result = await self._call(
-            "commit",
-            self._commit_script(keys=[self.key(state.session_id)], args=args),
-        )
+        keys = [self.key(state.session_id), INDEX_KEY]
+        args = self._write_args(state, str(expected_last_seq))
+        result = await self._call("commit", self._commit_script(keys=keys, args=args))
         if result == -1:
             raise SessionNotFound(state.session_id)
         return bool(result == 1)
 
     async def delete(self, session_id: str) -> bool:
-        removed = await self._call("delete", self.client.delete(self.key(session_id)))
+        async def run() -> list[object]:
+            async with self.client.pipeline(transaction=True) as pipe:
+                pipe.delete(self.key(session_id))
+                pipe.zrem(INDEX_KEY, session_id)
+                return await pipe.execute()
+
+        removed, _ = await self._call("delete", run())
         return bool(removed)
 
     async def ping(self) -> None:
         await self._call("ping", self.client.ping())
 
     async def count(self) -> int:
-        async def run() -> int:
-            total = 0
-            async for _ in self.client.scan_iter(match=KEY_PREFIX + "*", count=1000):
-                total += 1
-            return total
-
-        return await self._call("count", run())
+        """Live sessions from the index (O(log N)); a failure is not counted as a store error (a scrape)."""
+        total = await self._call("count", self._count_script(keys=[INDEX_KEY]), count_errors=False)
+        return int(total)
 
     async def close(self) -> None:
         await self.client.aclose()

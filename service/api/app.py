@@ -1,4 +1,5 @@
-"""The FastAPI application: built from a `Settings`, with the engine and the session store in its lifespan."""
+"""The FastAPI application: built from a `Settings`; the lifting core is its own (opened in its lifespan) or,
+in `poselift serve`, the one it shares with the gRPC server."""
 
 from __future__ import annotations
 
@@ -12,10 +13,8 @@ from service.api.handlers import install_error_handlers
 from service.api.middleware import BodyLimitMiddleware, CatchAllMiddleware, MetricsMiddleware
 from service.api.routes import lift, ops, sessions
 from service.config import Settings
-from service.engine import Engine, load_model
-from service.lifting import LiftingCore
+from service.lifting import LiftingCore, serving_core
 from service.metrics import Metrics
-from service.sessions import build_store
 
 DESCRIPTION = """\
 2D human keypoints in, temporally consistent 3D poses out: camera frame (x right, y down, z forward),
@@ -25,27 +24,24 @@ Errors are `{"error": {"code", "message"}}`.
 """
 
 
-def create_app(settings: Settings, lifter: Lifter | None = None) -> FastAPI:
-    """The REST app. `lifter`: an already loaded model (else `settings.checkpoint` is loaded at start-up)."""
-    metrics = Metrics()
+def create_app(settings: Settings, lifter: Lifter | None = None, core: LiftingCore | None = None) -> FastAPI:
+    """The REST app.
+
+    Args:
+        lifter: an already loaded model (else `settings.checkpoint` is loaded at start-up).
+        core: a running core to serve (its owner opens and closes it); else the app runs its own.
+    """
+    metrics = core.metrics if core is not None else Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = Engine(lifter or load_model(settings), settings.max_batch, settings.batch_wait_ms, metrics)
-        engine.start()
-        store = build_store(
-            settings.redis_url,
-            settings.session_ttl_s,
-            settings.store_timeout_s,
-            settings.max_sessions,
-            on_error=lambda operation: metrics.store_errors.labels(operation).inc(),
-        )
-        app.state.core = LiftingCore(settings, engine, store, metrics)
-        try:
+        if core is not None:
+            app.state.core = core
             yield
-        finally:
-            engine.stop()
-            await store.close()
+            return
+        async with serving_core(settings, lifter, metrics) as own:
+            app.state.core = own
+            yield
 
     app = FastAPI(title="poselift", version="1", description=DESCRIPTION, lifespan=lifespan)
     app.state.metrics = metrics

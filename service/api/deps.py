@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from service.errors import Unauthenticated, Unavailable
-from service.lifting import LiftingCore, owner_id
+from service.errors import Unavailable
+from service.lifting import LiftingCore
 
 _bearer = HTTPBearer(auto_error=False, description="one of POSELIFT_API_KEYS (when configured)")
 
@@ -27,15 +26,7 @@ def get_owner(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> str:
     """The caller's owner id: "" with auth off, else a hash of its valid Bearer key."""
-    keys = core.settings.api_keys
-    if not keys:
-        return ""
-    if credentials is None:
-        raise Unauthenticated("this server needs an API key: send the header 'Authorization: Bearer <key>'")
-    given = credentials.credentials.encode()
-    if not any(hmac.compare_digest(given, key.encode()) for key in keys):
-        raise Unauthenticated("unknown API key")
-    return owner_id(credentials.credentials)
+    return core.authenticate(None if credentials is None else credentials.credentials)
 
 
 Core = Annotated[LiftingCore, Depends(get_core)]

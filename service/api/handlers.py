@@ -58,6 +58,8 @@ def install_error_handlers(app: FastAPI) -> None:
             return error_response(NotFound("no such route"))
         if error.status_code == 405:
             return error_response(MethodNotAllowed("method not allowed on this route"))
+        if error.status_code == 400:  # FastAPI could not read the body (e.g. not UTF-8)
+            return error_response(MalformedRequest(f"{error.detail}: send UTF-8 JSON"))
         body = {"error": {"code": "http_error", "message": str(error.detail)}}
         return JSONResponse(body, status_code=error.status_code, headers=error.headers)
 

@@ -17,9 +17,16 @@ from service.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"})
+UNMATCHED_ROUTE = "<unmatched>"
+
 
 class MetricsMiddleware:
-    """Counts requests and latency per route template (not per raw path: session ids would explode labels)."""
+    """Counts requests and latency per route template and method, both from fixed sets of labels.
+
+    A raw path (session ids) or a client-chosen method name would let clients grow the series without bound:
+    a path no route matches is `<unmatched>`, a method outside HTTP's standard ones is `OTHER`.
+    """
 
     def __init__(self, app: ASGIApp, metrics: Metrics):
         self.app = app
@@ -41,12 +48,19 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_status)
         finally:
-            route = getattr(scope.get("route"), "path", None)
-            if route is None:  # FastAPI's own /openapi.json and /docs: static paths; anything else: one label
-                route = scope["path"] if scope.get("endpoint") is not None else "<unmatched>"
-            method = scope["method"]
+            route = _route_template(scope)
+            method = scope["method"] if scope["method"] in HTTP_METHODS else "OTHER"
             self.metrics.requests.labels(route, method, str(status)).inc()
             self.metrics.latency.labels(route, method).observe(time.perf_counter() - started)
+
+
+def _route_template(scope: Scope) -> str:
+    """The matched route's path template (never the raw path, which holds session ids), else `<unmatched>`."""
+    route = scope.get("route")
+    endpoint = scope.get("endpoint")
+    if route is None and endpoint is not None:  # FastAPI's own /openapi.json and /docs carry no "route"
+        route = next((r for r in scope["app"].routes if getattr(r, "endpoint", None) is endpoint), None)
+    return getattr(route, "path", None) or UNMATCHED_ROUTE
 
 
 class CatchAllMiddleware:

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from poselift.skeleton import H36M17_JOINTS, NUM_JOINTS
+from service.sessions import DEFAULT_FPS, Camera
 
 Layout = Literal["h36m17", "coco17"]
 Point2 = Annotated[list[float], Field(min_length=2, max_length=2, description="(x, y) pixels")]
@@ -50,7 +51,11 @@ class CameraBody(BaseModel):
     layout: Layout = Field("h36m17", description="joint order of the keypoints")
     width: Pixels
     height: Pixels
-    fps: Fps = 50.0
+    fps: Fps = DEFAULT_FPS
+
+    def camera(self) -> Camera:
+        """The core's view of this body's camera fields."""
+        return Camera(self.layout, self.width, self.height, self.fps)
 
 
 class LiftRequest(CameraBody):
@@ -165,7 +170,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         400: "Malformed request",
         401: "Missing or unknown API key",
         404: "No such session (expired, closed, or another key's)",
-        409: "Seq conflict",
+        409: "Seq conflict, writers racing, or a session of another model",
         413: "Body or frame count over the limit",
         422: "Invalid input",
         429: "Too many sessions",

@@ -8,7 +8,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from service_testkit import TOLERANCE_MM, Clip, make_settings
 
 from poselift import Lifter
 from service.engine import Engine
@@ -17,12 +16,13 @@ from service.errors import (
     PayloadTooLarge,
     SeqConflict,
     SessionBusy,
+    SessionIncompatible,
     SessionNotFound,
-    Unavailable,
 )
 from service.lifting import FrameInput, LiftingCore, new_session_id, owner_id
 from service.metrics import Metrics
 from service.sessions import Camera, MemorySessionStore, SessionState
+from tests.service.testkit import TOLERANCE_MM, Clip, make_settings
 
 
 class RacingStore(MemorySessionStore):
@@ -95,7 +95,7 @@ def test_core_push_gives_up_after_retry_budget(lifter: Lifter, clip: Clip) -> No
         store.rival = lambda: rival_commit(info.session_id)
         with pytest.raises(SessionBusy, match="3 attempts"):
             await core.push_frames(info.session_id, [FrameInput(5000, clip.keypoints_px[0])], "")
-        assert core.metrics.push_conflicts._value.get() == 3
+        assert core.metrics.registry.get_sample_value("poselift_push_conflicts_total") == 3
 
     with_core(lifter, body, store, push_retries=3)
 
@@ -153,7 +153,10 @@ def test_core_resend_older_than_held_poses_is_seq_conflict(lifter: Lifter, clip:
 
     async def body(core: LiftingCore) -> None:
         info = await core.open_session(camera(clip), "")
-        await core.push_frames(info.session_id, [FrameInput(i, kp[i]) for i in range(12)], "")
+        for first in range(0, 12, 4):
+            await core.push_frames(
+                info.session_id, [FrameInput(i, kp[i]) for i in range(first, first + 4)], ""
+            )
         again = await core.push_frames(info.session_id, [FrameInput(i, kp[i]) for i in range(7, 12)], "")
         assert [seq for seq, _ in again] == list(range(7, 12))
         with pytest.raises(SeqConflict, match=r"older than the poses this session keeps.*last seq is 11"):
@@ -162,13 +165,35 @@ def test_core_resend_older_than_held_poses_is_seq_conflict(lifter: Lifter, clip:
     with_core(lifter, body, poses_held=5)
 
 
+def test_core_batch_of_poses_held_frames_can_be_resent_whole(lifter: Lifter, clip: Clip) -> None:
+    kp = clip.keypoints_px
+
+    async def body(core: LiftingCore) -> None:
+        info = await core.open_session(camera(clip), "")
+        await core.push_frames(info.session_id, [FrameInput(i, kp[i]) for i in range(3)], "")
+        batch = [FrameInput(i, kp[i]) for i in range(3, 11)]  # poses_held frames
+        first = await core.push_frames(info.session_id, batch, "")
+        again = await core.push_frames(info.session_id, batch, "")  # its reply was lost: resent whole
+        assert [seq for seq, _ in again] == list(range(3, 11))
+        np.testing.assert_array_equal(np.stack([p for _, p in again]), np.stack([p for _, p in first]))
+        assert (await core.get_session(info.session_id, "")).frames_seen == 11
+        longer = [FrameInput(i, kp[i]) for i in range(11, 20)]  # one frame more than a resend could serve
+        with pytest.raises(
+            PayloadTooLarge, match=r"9 frames in one session batch; the limit is 8.*POSES_HELD"
+        ):
+            await core.push_frames(info.session_id, longer, "")
+        assert (await core.get_session(info.session_id, "")).last_seq == 10
+
+    with_core(lifter, body, poses_held=8)
+
+
 def test_core_session_ids_are_unguessable() -> None:
     ids = {new_session_id() for _ in range(100)}
     assert len(ids) == 100
     assert all(len(i) >= 32 for i in ids)  # 24 bytes of randomness, base64url
 
 
-def test_core_session_of_another_model_window_is_unavailable(lifter: Lifter, clip: Clip) -> None:
+def test_core_session_of_another_model_window_is_incompatible(lifter: Lifter, clip: Clip) -> None:
     store = MemorySessionStore(60)
 
     async def body(core: LiftingCore) -> None:
@@ -176,7 +201,10 @@ def test_core_session_of_another_model_window_is_unavailable(lifter: Lifter, cli
             session_id=new_session_id(), camera=camera(clip), owner="", window=lifter.window + 2
         )
         await store.create(other)
-        with pytest.raises(Unavailable, match="window"):
+        with pytest.raises(SessionIncompatible, match=f"window {lifter.window + 2}") as caught:
             await core.push_frames(other.session_id, [FrameInput(0, clip.keypoints_px[0])], "")
+        assert (caught.value.http_status, caught.value.code) == (409, "session_incompatible")
+        with pytest.raises(SessionIncompatible):
+            await core.get_session(other.session_id, "")
 
     with_core(lifter, body, store)

@@ -8,7 +8,10 @@ import time
 
 import httpx
 import numpy as np
-from service_testkit import (
+
+from poselift import Lifter
+from service.api import create_app
+from tests.service.testkit import (
     TOLERANCE_MM,
     Clip,
     LiveServer,
@@ -18,9 +21,6 @@ from service_testkit import (
     open_session,
     push_in_batches,
 )
-
-from poselift import Lifter
-from service.api import create_app
 
 DEADLINE_S = 2.0
 

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 
 import httpx
 import numpy as np
-from service_testkit import (
+import pytest
+
+from poselift import Lifter
+from tests.service.testkit import (
     TOLERANCE_MM,
     Clip,
     LiveServer,
@@ -14,9 +18,21 @@ from service_testkit import (
     open_session,
     project_segment,
     push_in_batches,
+    serve,
 )
 
-from poselift import Lifter
+
+@pytest.fixture()
+def racing_live(store_kind: str, lifter: Lifter, request: pytest.FixtureRequest) -> Iterator[LiveServer]:
+    """A live server whose forward passes wait 50 ms for company, so that two writers' pushes overlap: both
+    read the session before either commits, and one commit must lose the compare-and-set."""
+    with serve(request, store_kind, lifter, batch_wait_ms=50.0) as server:
+        yield server
+
+
+def push_conflicts(live: LiveServer) -> float:
+    """Pushes that lost a commit race and were recomputed (the server's own counter)."""
+    return live.app.state.metrics.registry.get_sample_value("poselift_push_conflicts_total") or 0.0
 
 
 async def _push_session(client: httpx.AsyncClient, clip: Clip, batch: int) -> np.ndarray:
@@ -78,13 +94,15 @@ def _two_writers(
 
 
 def test_concurrency_two_writers_same_frames_lose_and_duplicate_nothing(
-    live: LiveServer, lifter: Lifter, clip: Clip
+    racing_live: LiveServer, lifter: Lifter, clip: Clip
 ) -> None:
     # Duplicate delivery: both writers send the whole clip in the same batches, racing each other.
+    live = racing_live
     batches = [range(i, min(i + 3, len(clip.keypoints_px))) for i in range(0, len(clip.keypoints_px), 3)]
     session_id, returned, statuses = _two_writers(live, clip, batches, batches)
     offline = lifter.lift(clip.keypoints_px, clip.width, clip.height, clip.fps)
     assert set(statuses) == {200}
+    assert push_conflicts(live) > 0  # the race happened: commits were refused and recomputed
     assert sorted(returned) == list(range(len(clip.keypoints_px)))
     np.testing.assert_allclose(
         np.asarray([returned[s] for s in sorted(returned)]), offline, rtol=0, atol=TOLERANCE_MM
@@ -96,12 +114,16 @@ def test_concurrency_two_writers_same_frames_lose_and_duplicate_nothing(
 
 
 def test_concurrency_two_writers_interleaved_batches_commit_whole_or_not_at_all(
-    live: LiveServer, lifter: Lifter, clip: Clip
+    racing_live: LiveServer, lifter: Lifter, clip: Clip
 ) -> None:
     # Disjoint batches raced by two writers: a batch overtaken by a later one is refused whole (409);
     # every accepted frame is in the history once, and its pose is the offline pose of the accepted frames.
+    # A commit that overwrote a rival's (not compare-and-set) would drop the rival's frames from the history:
+    # frames_seen and the poses after it would differ from the accepted frames' offline lift.
+    live = racing_live
     batches = [range(i, min(i + 2, len(clip.keypoints_px))) for i in range(0, len(clip.keypoints_px), 2)]
-    session_id, returned, _ = _two_writers(live, clip, batches[0::2], batches[1::2])
+    session_id, returned, statuses = _two_writers(live, clip, batches[0::2], batches[1::2])
+    assert push_conflicts(live) > 0 or 409 in statuses  # the writers did race
     accepted = sorted(returned)
     assert accepted, "no batch was accepted"
     offline = lifter.lift(clip.keypoints_px[accepted], clip.width, clip.height, clip.fps)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import httpx
 import numpy as np
-from service_testkit import (
+
+from poselift import Lifter
+from service.api import create_app
+from tests.service.testkit import (
     TOLERANCE_MM,
     Clip,
     LiveServer,
@@ -13,9 +16,6 @@ from service_testkit import (
     make_settings,
     push_in_batches,
 )
-
-from poselift import Lifter
-from service.api import create_app
 
 
 def test_equivalence_lift_sessions_offline(live: LiveServer, lifter: Lifter, clip: Clip) -> None:

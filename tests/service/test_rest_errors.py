@@ -7,10 +7,10 @@ from typing import Any
 
 import httpx
 import pytest
-from service_testkit import Clip, LiveServer, make_settings, open_session
 
 from poselift import Lifter
 from service.api import create_app
+from tests.service.testkit import Clip, LiveServer, make_settings, open_session
 
 KEY_A, KEY_B = "key-alice-0123456789", "key-bob-0123456789"
 
@@ -71,6 +71,11 @@ def test_errors_malformed_json_is_400(client: httpx.Client) -> None:
         "/v1/lift", content=b'{"width": 640,', headers={"content-type": "application/json"}
     )
     expect_error(response, 400, "malformed_request", "JSON")
+    # Not even text (FastAPI's own "error parsing the body"): the same code, not a generic one.
+    response = client.post(
+        "/v1/lift", content=b'{"width": "\xff\xfe"}', headers={"content-type": "application/json"}
+    )
+    expect_error(response, 400, "malformed_request", "parsing the body")
 
 
 def test_errors_session_bad_frames_and_seq_order(client: httpx.Client, clip: Clip) -> None:
@@ -111,7 +116,7 @@ def test_errors_unknown_session_route_and_method(client: httpx.Client, clip: Cli
 
 
 def test_errors_limits_body_size_and_frame_count(lifter: Lifter, clip: Clip) -> None:
-    settings = make_settings(max_body_bytes=20_000, max_frames_per_request=8)
+    settings = make_settings(max_body_bytes=20_000, max_frames_per_request=8, poses_held=6)
     with LiveServer(create_app(settings, lifter)) as live, httpx.Client(base_url=live.url) as client:
         expect_error(
             client.post("/v1/lift", json=lift_body(clip, 40)), 413, "payload_too_large", "20000 bytes"
@@ -126,6 +131,17 @@ def test_errors_limits_body_size_and_frame_count(lifter: Lifter, clip: Clip) -> 
         session_id = open_session(client, clip)
         frames = {"frames": [{"seq": i, "keypoints": clip.keypoints_px[i].tolist()} for i in range(9)]}
         expect_error(client.post(f"/v1/sessions/{session_id}/frames", json=frames), 413, "payload_too_large")
+        # A session batch holds at most the poses a session keeps, so that it can always be resent whole.
+        frames["frames"] = frames["frames"][:7]
+        expect_error(
+            client.post(f"/v1/sessions/{session_id}/frames", json=frames),
+            413, "payload_too_large", "limit is 6", "POSELIFT_POSES_HELD",
+        )  # fmt: skip
+        frames["frames"] = frames["frames"][:6]
+        first = client.post(f"/v1/sessions/{session_id}/frames", json=frames)
+        again = client.post(f"/v1/sessions/{session_id}/frames", json=frames)
+        assert first.status_code == again.status_code == 200, again.text
+        assert again.json() == first.json()
         assert client.post("/v1/lift", json=lift_body(clip, 8)).status_code == 200
 
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import httpx
-from service_testkit import Clip, LiveServer, lift_rest, push_in_batches
 
 from poselift import Lifter
+from tests.service.testkit import Clip, LiveServer, lift_rest, push_in_batches
 
 
 def test_ops_health_ready_and_model(live: LiveServer, store_kind: str, lifter: Lifter) -> None:
@@ -36,6 +36,19 @@ def test_ops_metrics_count_routes_batches_and_sessions(live: LiveServer, clip: C
     assert "poselift_queue_depth" in text and "poselift_store_errors_total" in text
     active = next(line for line in text.splitlines() if line.startswith("poselift_active_sessions "))
     assert float(active.split()[1]) >= 1
+
+
+def test_ops_metrics_labels_come_from_fixed_sets(live: LiveServer) -> None:
+    with httpx.Client(base_url=live.url) as client:
+        for k, method in enumerate(("PROPFIND", "PURGE", "LOCK")):  # one series for all, not one each
+            client.request(method, "/v1/lift")
+            client.get(f"/no/such/path-{k}")
+        client.get("/openapi.json")
+        text = client.get("/metrics").text
+    assert 'poselift_requests_total{method="OTHER",route="/v1/lift",status="405"} 3.0' in text
+    assert 'poselift_requests_total{method="GET",route="<unmatched>",status="404"} 3.0' in text
+    assert 'poselift_requests_total{method="GET",route="/openapi.json",status="200"} 1.0' in text
+    assert "PROPFIND" not in text and "/no/such" not in text
 
 
 def test_ops_openapi_documents_routes_with_examples(live: LiveServer) -> None:

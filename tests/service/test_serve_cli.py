@@ -9,7 +9,8 @@ import sys
 import time
 
 import httpx
-from service_testkit import CHECKPOINT, free_port
+
+from tests.service.testkit import CHECKPOINT, free_port
 
 
 def serve_env(**extra: str) -> dict[str, str]:

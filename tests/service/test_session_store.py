@@ -6,14 +6,16 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
+from unittest.mock import AsyncMock
 
 import numpy as np
 import pytest
 import redis
-from service_testkit import RedisServer
+from redis import exceptions as redis_errors
 
 from service.errors import SessionNotFound, StoreUnavailable, TooManySessions
 from service.sessions import (
+    INDEX_KEY,
     KEY_PREFIX,
     Camera,
     MemorySessionStore,
@@ -23,6 +25,7 @@ from service.sessions import (
     decode,
     encode,
 )
+from tests.service.testkit import RedisServer
 
 CAMERA = Camera("coco17", 1280.0, 720.0, 25.0)
 StoreFactory = Callable[..., SessionStore]
@@ -34,6 +37,7 @@ def make_store(store_kind: str, request: pytest.FixtureRequest) -> StoreFactory:
     if store_kind == "memory":
         return lambda ttl_s=60, **kw: MemorySessionStore(ttl_s, **kw)
     server: RedisServer = request.getfixturevalue("redis_server")
+    server.flush()  # a clean keyspace: counts and expiries are this test's own
     return lambda ttl_s=60, **kw: RedisSessionStore.from_url(server.url, ttl_s, timeout_s=0.5)
 
 
@@ -156,6 +160,87 @@ def test_store_delete_and_missing(make_store: StoreFactory) -> None:
     run(make_store, body)
 
 
+def test_store_count_follows_creates_deletes_and_expiry(make_store: StoreFactory) -> None:
+    async def body(store: SessionStore) -> list[int]:
+        counts = [await store.count()]
+        for name in "abc":
+            await store.create(state(name * 32))
+        counts.append(await store.count())
+        await store.delete("a" * 32)
+        counts.append(await store.count())
+        await asyncio.sleep(0.7)
+        await store.commit(state("b" * 32).advance(*frames([0]), poses_held=8), expected_last_seq=-1)
+        await asyncio.sleep(0.6)  # "c" expired; "b" was refreshed by its commit
+        counts.append(await store.count())
+        return counts
+
+    assert run(make_store, body, ttl_s=1) == [0, 3, 2, 1]
+
+
+def test_store_redis_count_reads_an_index_not_the_keyspace(redis_server: RedisServer) -> None:
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    for k in range(50):  # other keys in the same database are not sessions and cost nothing to count
+        client.set(f"{KEY_PREFIX}but-not-a-session-{k}" if k % 2 else f"other:{k}", b"x")
+
+    async def body() -> int:
+        store = RedisSessionStore.from_url(redis_server.url, 60)
+        try:
+            await store.create(state("k" * 32))
+            client.execute_command("CONFIG", "RESETSTAT")
+            total = await store.count()
+        finally:
+            await store.close()
+        return total
+
+    assert asyncio.run(body()) == 1
+    commands = client.info("commandstats")
+    assert "cmdstat_scan" not in commands and "cmdstat_keys" not in commands
+    assert client.zscore(INDEX_KEY, "k" * 32) is not None
+    client.close()
+
+
+def test_store_redis_count_failure_is_not_a_store_error() -> None:
+    errors: list[str] = []
+
+    async def body() -> None:
+        store = RedisSessionStore.from_url("redis://127.0.0.1:1/0", 60, timeout_s=0.3, on_error=errors.append)
+        try:
+            with pytest.raises(StoreUnavailable):
+                await store.count()  # a metrics scrape
+            with pytest.raises(StoreUnavailable):
+                await store.load("x" * 32)  # a request
+        finally:
+            await store.close()
+
+    asyncio.run(body())
+    assert errors == ["load"]
+
+
+def test_store_redis_unable_to_serve_is_unavailable_other_errors_are_bugs(redis_server: RedisServer) -> None:
+    errors: list[str] = []
+
+    async def body() -> None:
+        store = RedisSessionStore.from_url(redis_server.url, 60, on_error=errors.append)
+        try:
+            redis.Redis.from_url(redis_server.url).set(KEY_PREFIX + "w" * 32, b"not a hash")
+            with pytest.raises(redis_errors.ResponseError, match="WRONGTYPE"):  # a 500: never a 503
+                await store.load("w" * 32)
+            for refusal in (
+                redis_errors.ReadOnlyError("READONLY You can't write against a read only replica."),
+                redis_errors.BusyLoadingError("LOADING Redis is loading the dataset in memory"),
+                redis_errors.OutOfMemoryError("OOM command not allowed when used memory > 'maxmemory'."),
+            ):
+                store.client.ping = AsyncMock(side_effect=refusal)  # type: ignore[method-assign]
+                with pytest.raises(StoreUnavailable, match=str(refusal).split()[0]):
+                    await store.ping()
+        finally:
+            await store.close()
+
+    asyncio.run(body())
+    assert errors == ["load", "ping", "ping", "ping"]
+
+
 def test_store_memory_refuses_past_max_sessions() -> None:
     async def body() -> None:
         store = MemorySessionStore(60, max_sessions=2)
@@ -163,6 +248,23 @@ def test_store_memory_refuses_past_max_sessions() -> None:
         await store.create(state("b" * 32))
         with pytest.raises(TooManySessions):
             await store.create(state("c" * 32))
+
+    asyncio.run(body())
+
+
+def test_store_memory_at_capacity_sweeps_on_schedule_only() -> None:
+    async def body() -> None:
+        store = MemorySessionStore(1, max_sessions=2)  # expired sessions are swept every 0.1 s at most
+        await store.create(state("a" * 32))
+        await store.create(state("b" * 32))
+        entries = store._entries
+        for _ in range(100):  # every refusal at capacity is O(1): the sessions are not rescanned each time
+            with pytest.raises(TooManySessions):
+                await store.create(state("c" * 32))
+        assert store._entries is entries
+        await asyncio.sleep(1.2)  # both expired: the next scheduled sweep makes room
+        await store.create(state("c" * 32))
+        assert await store.count() == 1
 
     asyncio.run(body())
 

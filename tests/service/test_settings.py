@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from pydantic import ValidationError
 
-from service.config import Settings, describe_error
+from service.config import Settings, describe_error, redact_url
 
 
-def test_settings_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(__import__("os").environ):
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No POSELIFT_* variable of the shell running the tests reaches these Settings."""
+    for name in list(os.environ):
         if name.startswith("POSELIFT_"):
             monkeypatch.delenv(name)
+
+
+def test_settings_defaults() -> None:
     settings = Settings()
     assert settings.redis_url == "" and settings.checkpoint == "seq2seq" and settings.device == "auto"
     assert (settings.http_port, settings.grpc_port, settings.session_ttl_s) == (8000, 50051, 300)
@@ -43,6 +50,24 @@ def test_settings_invalid_values_name_the_variable(monkeypatch: pytest.MonkeyPat
     for name in ("HTTP_PORT", "DEVICE", "REDIS_URL", "API_KEYS", "SESSION_TTL_S"):
         assert f"POSELIFT_{name}:" in message
     assert "short" not in message  # an API key is never echoed
+
+
+def test_settings_invalid_redis_url_is_shown_without_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(
+        "POSELIFT_REDIS_URL", "http://lifter:hunter2-secret@cache:6379/0?password=other-secret"
+    )
+    with pytest.raises(ValidationError) as caught:
+        Settings()
+    message = describe_error(caught.value)
+    assert "POSELIFT_REDIS_URL:" in message and "cache:6379" in message
+    assert "hunter2" not in message and "other-secret" not in message and "lifter" not in message
+
+
+def test_settings_redact_url() -> None:
+    assert redact_url("redis://:pw@cache:6379/0") == "redis://***@cache:6379/0"
+    assert redact_url("rediss://user:pw@cache/1") == "rediss://***@cache/1"
+    assert redact_url("unix:///run/redis.sock?db=2&password=pw") == "unix:///run/redis.sock?db=2&password=***"
+    assert redact_url("redis://cache:6379/0") == "redis://cache:6379/0"
 
 
 def test_settings_are_built_not_imported() -> None:

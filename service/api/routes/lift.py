@@ -6,7 +6,6 @@ from fastapi import APIRouter
 
 from service.api.deps import Core, Owner
 from service.api.schemas import LiftRequest, LiftResponse, error_responses
-from service.sessions import Camera
 
 router = APIRouter(prefix="/v1", tags=["lift"])
 
@@ -14,6 +13,5 @@ router = APIRouter(prefix="/v1", tags=["lift"])
 @router.post("/lift", responses=error_responses(400, 401, 413, 422, 503))
 async def lift(body: LiftRequest, core: Core, _owner: Owner) -> LiftResponse:
     """Lift a 2D keypoint sequence to 3D poses (causal: pose t uses frames <= t only)."""
-    camera = Camera(body.layout, body.width, body.height, body.fps)
-    poses = await core.lift(camera, body.keypoints, body.scores)
+    poses = await core.lift(body.camera(), body.keypoints, body.scores)
     return LiftResponse(poses=poses.tolist())

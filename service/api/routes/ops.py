@@ -9,7 +9,7 @@ from fastapi.responses import PlainTextResponse
 
 from service.api.deps import Core, Owner
 from service.api.schemas import ModelInfo, Status, error_responses
-from service.errors import StoreUnavailable, Unavailable
+from service.errors import StoreUnavailable
 from service.sessions import MemorySessionStore
 
 router = APIRouter(tags=["operations"])
@@ -23,20 +23,15 @@ async def healthz() -> Status:
 
 @router.get("/readyz", responses=error_responses(503))
 async def readyz(core: Core) -> Status:
-    """The model is loaded and the session store answers."""
-    if not core.engine.ready:
-        raise Unavailable("not ready: the model is not loaded")
-    try:
-        await core.store.ping()
-    except StoreUnavailable as error:
-        raise Unavailable(f"not ready: {error.message}") from error
+    """The model is loaded, the session store answers, and the server is not shutting down."""
+    await core.check_ready()
     return Status(status="ready", store="memory" if isinstance(core.store, MemorySessionStore) else "redis")
 
 
 @router.get("/metrics", response_class=PlainTextResponse)
 async def metrics(core: Core) -> Response:
     """Prometheus metrics: requests, latency, batch sizes, queue depth, sessions, store errors."""
-    with contextlib.suppress(StoreUnavailable):  # when down, the gauge keeps its value; errors are counted
+    with contextlib.suppress(StoreUnavailable):  # when down, the gauge keeps its last value
         core.metrics.active_sessions.set(await core.store.count())
     return Response(core.metrics.render(), media_type=core.metrics.content_type)
 

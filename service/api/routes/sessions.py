@@ -15,7 +15,6 @@ from service.api.schemas import (
     error_responses,
 )
 from service.lifting import FrameInput, SessionInfo
-from service.sessions import Camera
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
 
@@ -38,7 +37,7 @@ def _status(info: SessionInfo) -> SessionStatus:
 @router.post("", status_code=status.HTTP_201_CREATED, responses=error_responses(400, 401, 422, 429, 503))
 async def open_session(body: SessionCreate, core: Core, owner: Owner) -> SessionCreated:
     """Open a session for one camera's view of one person."""
-    info = await core.open_session(Camera(body.layout, body.width, body.height, body.fps), owner)
+    info = await core.open_session(body.camera(), owner)
     return SessionCreated(session_id=info.session_id, expires_in_s=info.expires_in_s, window=info.window)
 
 
@@ -50,7 +49,7 @@ async def push_frames(session_id: str, body: FramesRequest, core: Core, owner: O
     return FramesResponse(poses=[PoseOut(seq=seq, joints=pose.tolist()) for seq, pose in poses])
 
 
-@router.get("/{session_id}", responses=error_responses(401, 404, 503))
+@router.get("/{session_id}", responses=error_responses(401, 404, 409, 503))
 async def get_session(session_id: str, core: Core, owner: Owner) -> SessionStatus:
     """A session's last seq, frames seen and remaining lifetime."""
     return _status(await core.get_session(session_id, owner))
@@ -60,7 +59,7 @@ async def get_session(session_id: str, core: Core, owner: Owner) -> SessionStatu
     "/{session_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
-    responses=error_responses(401, 404, 503),
+    responses=error_responses(401, 404, 409, 503),
 )
 async def close_session(session_id: str, core: Core, owner: Owner) -> None:
     """Close a session now."""

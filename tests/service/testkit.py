@@ -13,6 +13,8 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,9 @@ import uvicorn
 from fastapi import FastAPI
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
+from poselift import Lifter
 from poselift.geometry import look_at_rotation, project_to_2d, world_to_camera
+from service.api import create_app
 from service.config import Settings
 
 CHECKPOINT = os.environ.get("POSELIFT_TEST_CHECKPOINT", "seq2seq")
@@ -130,6 +134,16 @@ class LiveServer:
         self.server.should_exit = True
         self.thread.join(15)
         self.sock.close()
+
+
+@contextmanager
+def serve(
+    request: pytest.FixtureRequest, store_kind: str, lifter: Lifter, **settings: Any
+) -> Iterator[LiveServer]:
+    """A live server (real HTTP on loopback) on the memory store or on the suite's redis-server."""
+    redis_url = request.getfixturevalue("redis_server").url if store_kind == "redis" else ""
+    with LiveServer(create_app(make_settings(redis_url=redis_url, **settings), lifter)) as server:
+        yield server
 
 
 @dataclass(frozen=True)
