@@ -47,7 +47,7 @@ COPY service ./service
 COPY trainer ./trainer
 COPY examples ./examples
 RUN pip install --no-deps . \
-    && python -c "import poselift, service.rpc, trainer" \
+    && python -c "import service.rpc, trainer; from poselift import load_lifter; load_lifter('seq2seq', 'cpu'); load_lifter('framewise', 'cpu')" \
     && mkdir -p /app/runs && chown poselift:poselift /app/runs
 
 USER poselift
