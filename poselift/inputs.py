@@ -12,13 +12,18 @@ MAX_FPS = 1000.0
 
 def check_camera(width: float, height: float, fps: float, layout: str) -> None:
     """Raise ValueError naming the problem if the image size, frame rate or layout is unusable."""
+    check_image(width, height, layout)
+    if not np.isfinite(fps) or not 0 < fps <= MAX_FPS:
+        raise ValueError(f"fps must be in (0, {MAX_FPS:g}], got {fps}")
+
+
+def check_image(width: float, height: float, layout: str) -> None:
+    """Raise ValueError naming the problem if the image size or the keypoint layout is unusable."""
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
     for name, value in (("width", width), ("height", height)):
         if not np.isfinite(value) or value <= 0:
             raise ValueError(f"{name} must be a positive number of pixels, got {value}")
-    if not np.isfinite(fps) or not 0 < fps <= MAX_FPS:
-        raise ValueError(f"fps must be in (0, {MAX_FPS:g}], got {fps}")
 
 
 def prepare_keypoints(
@@ -43,7 +48,7 @@ def prepare_keypoints(
     Raises:
         ValueError: with a message saying exactly what is wrong.
     """
-    check_camera(width, height, 30.0, layout)
+    check_image(width, height, layout)
     kp = np.asarray(keypoints_px, dtype=np.float64)
     if kp.ndim != 3 or kp.shape[1:] != (NUM_JOINTS, 2):
         raise ValueError(f"keypoints must have shape (frames, {NUM_JOINTS}, 2), got {kp.shape}")

@@ -136,8 +136,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     for ck in args.checkpoint:
         name = ck if ck in ("seq2seq", "framewise") else Path(ck).stem
         lifters[name] = load_lifter(ck, "cpu")
-    results = evaluate_lifters(lifters, Mocap.load(args.data), seed=args.seed)
-    results["data"] = Mocap.load(args.data).describe()
+    data = Mocap.load(args.data)
+    results = evaluate_lifters(lifters, data, seed=args.seed)
+    results["data"] = data.describe()
     results["checkpoints"] = {n: lf.checkpoint_id for n, lf in lifters.items()}
     print(format_table(results))
     print()

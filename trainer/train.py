@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -242,17 +243,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if rank == 0:
         if val_data is None:  # nothing to select on: the final weights are the best we know
             checkpoint("best", {"step": step})
-        if cfg.export:
-            best_model, best_meta, _ = load_checkpoint(out / "best")
-            save_checkpoint(
-                cfg.export,
-                best_model,
-                {
-                    k: v
-                    for k, v in best_meta.items()
-                    if k not in ("format", "config", "skeleton", "input_normalisation", "output")
-                },
-            )
+        if cfg.export:  # the best checkpoint as it is: weights and metadata files, copied
+            export = Path(cfg.export).with_suffix("")
+            export.parent.mkdir(parents=True, exist_ok=True)
+            for suffix in (".safetensors", ".json"):
+                shutil.copyfile((out / "best").with_suffix(suffix), export.with_suffix(suffix))
         if log:
             log.close()
     if world > 1:

@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from poselift.lifter import load_lifter
 from trainer.evaluate import FILTERS, evaluate_lifters
@@ -29,7 +30,7 @@ def test_rig_is_fixed_and_corruption_seeded(small_val):
     kp2, sc2 = corrupt(a[0].keypoints_px, 10.0, 0.1, np.random.default_rng(0))
     assert np.array_equal(kp1, kp2) and np.array_equal(sc1, sc2)
     assert 0.05 < (sc1 == 0).mean() < 0.15
-    assert np.std(kp1 - a[0].keypoints_px) == __import__("pytest").approx(10.0, rel=0.1)
+    assert np.std(kp1 - a[0].keypoints_px) == pytest.approx(10.0, rel=0.1)
 
 
 def test_evaluate_reports_methods_and_filters(small_val):
