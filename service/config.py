@@ -70,6 +70,11 @@ class Settings(BaseSettings):
     max_sessions: int = Field(
         default=100_000, ge=1, description="sessions the in-process store holds at most (429 above)"
     )
+    session_cache: int = Field(
+        default=10_000,
+        ge=0,
+        description="session states a replica remembers so a push is one store round trip (0: off)",
+    )
     push_retries: int = Field(
         default=64, ge=1, description="optimistic-concurrency attempts of one frames push"
     )

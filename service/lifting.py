@@ -38,6 +38,7 @@ from service.errors import (
     Unavailable,
 )
 from service.metrics import Metrics
+from service.session_cache import SessionCache
 from service.sessions import Camera, SessionState, SessionStore, build_store
 
 SESSION_ID_BYTES = 24  # 192 random bits
@@ -110,6 +111,7 @@ class LiftingCore:
         self.engine = engine
         self.store = store
         self.metrics = metrics
+        self.sessions_seen = SessionCache(settings.session_cache)  # saves the read before each commit
         self.draining = False  # set at shutdown: readiness fails first, so balancers stop sending work
 
     @property
@@ -198,6 +200,7 @@ class LiftingCore:
         _check_camera(camera)
         state = SessionState(session_id=new_session_id(), camera=camera, owner=owner, window=self.window)
         await self.store.create(state)
+        self.sessions_seen.put(state)
         return self._info(state, float(self.store.ttl_s))
 
     async def get_session(self, session_id: str, owner: str) -> SessionInfo:
@@ -208,6 +211,7 @@ class LiftingCore:
     async def close_session(self, session_id: str, owner: str) -> None:
         """End a session now (its history is dropped)."""
         await self._load(session_id, owner)
+        self.sessions_seen.drop(session_id)
         if not await self.store.delete(session_id):
             raise SessionNotFound(session_id)
 
@@ -218,8 +222,12 @@ class LiftingCore:
 
         A frame at or before the session's last seq returns its stored pose if still held (a retry) and
         changes nothing; if it was never processed (or is no longer held) the whole batch is refused. New
-        frames are lifted against the stored history and committed only if no other writer committed in
-        between (else the push is recomputed on the fresh state).
+        frames are lifted against the session's history and committed only if no other writer committed in
+        between (else the push is recomputed on the state the refused commit returned).
+
+        Store round trips: one (the commit) when this replica wrote the session last, as a stream does; one
+        more to read it first when it did not, or when every frame is a resend (answered from what the store
+        holds, so a session closed elsewhere is never answered from memory).
 
         A batch holds at most the poses a session keeps (`poses_held`, never fewer than the window), so a
         batch whose reply was lost can always be resent whole; a longer one is refused (PayloadTooLarge).
@@ -235,7 +243,11 @@ class LiftingCore:
                 "into smaller batches"
             )
         seqs = self._check_seqs(frames)
-        state = await self._load(session_id, owner)
+        state = self.sessions_seen.get(session_id)
+        if state is None or (seqs <= state.last_seq).all():  # a resend is answered from the store's state
+            state = await self._load(session_id, owner)
+        else:
+            state = self._check_access(state, owner)
         kp_px, scores = self._stack(frames)
         kp_all, sc_all = self._prepare(state.camera, kp_px, scores, "frames")  # (n, 17, 2), (n, 17)
         for _attempt in range(self.settings.push_retries):
@@ -253,11 +265,16 @@ class LiftingCore:
                 causal_windows(all_sc, self.window, first=history),
             )
             updated = state.advance(seqs[new], kp_norm, sc_norm, poses, self.settings.poses_held)
-            if await self.store.commit(updated, expected_last_seq=state.last_seq):
+            try:
+                written, state = await self.store.commit(updated, expected_revision=state.revision)
+            except SessionNotFound:
+                self.sessions_seen.drop(session_id)
+                raise
+            self.sessions_seen.put(state)
+            if written:
                 return list(zip(seqs.tolist(), [*held, *poses], strict=True))
             self.metrics.push_conflicts.inc()
             await asyncio.sleep(0)
-            state = await self._load(session_id, owner)
         raise SessionBusy(
             f"session {session_id!r} kept changing under {self.settings.push_retries} attempts by concurrent "
             "writers; retry the batch"
@@ -312,9 +329,20 @@ class LiftingCore:
         return pose
 
     async def _load(self, session_id: str, owner: str) -> SessionState:
+        """The session as stored now (and remembered), if `owner` may see it."""
         if not _SESSION_ID.match(session_id):
             raise SessionNotFound(session_id)
-        state = await self.store.load(session_id)
+        try:
+            state = await self.store.load(session_id)
+        except SessionNotFound:
+            self.sessions_seen.drop(session_id)
+            raise
+        self.sessions_seen.put(state)
+        return self._check_access(state, owner)
+
+    def _check_access(self, state: SessionState, owner: str) -> SessionState:
+        """`state` if `owner` may push to it on this replica's model; owner and window never change."""
+        session_id = state.session_id
         if state.owner != owner:  # another key's session looks exactly like a missing one
             raise SessionNotFound(session_id)
         if state.window != self.window:  # replicas disagree on the model (a rolling upgrade)

@@ -3,7 +3,8 @@
 One session is one key (a Redis hash `poselift:session:<id>`) holding
 - the camera (`layout`, `width`, `height`, `fps`), the owner (a hash of the API key, never the key), the
   window;
-- `last_seq` (-1 before the first frame) and `frames_seen`;
+- `rev`, a random token replaced by every write (what a commit compares), `last_seq` (-1 before the first
+  frame) and `frames_seen`;
 - the last W-1 normalised frames and their scores (the model's 2D history), raw little-endian float32 bytes;
 - the last `poses_held` (>= W) poses with their seqs, so a resent frame gets its stored pose back.
 
@@ -12,15 +13,20 @@ clock), updated by the same scripts that write a session, so counting the live s
 is a ZCARD, never a scan of the keyspace.
 
 No pickle anywhere: numbers are raw `<f4` / `<i8` bytes, text is UTF-8. Every write refreshes the TTL. A
-push is read → compute → `commit(new_state, expected_last_seq)`: the commit applies only if `last_seq` is
-still what was read (a Lua script in Redis, a check with no await before the write in memory), so concurrent
-writers to one session never interleave, lose or duplicate frames; the loser re-reads and recomputes. Both
-stores share the encoding below, so their semantics are identical by construction.
+push is compute → `commit(new_state, expected_revision)`: the commit applies only if the stored `rev` is
+still the one the push computed from (a Lua script in Redis, a check with no await before the write in
+memory), so concurrent writers to one session never interleave, lose or duplicate frames. A refused commit
+hands back the stored state in the same round trip, so the loser recomputes without another read, and a
+replica that remembers the state it last wrote needs one store round trip per push. A revision token, not
+`last_seq`, is compared because two different histories can share a `last_seq` (a store that lost its last
+writes in a crash, then took a different writer's frames): a token never repeats. Both stores share the
+encoding below, so their semantics are identical by construction.
 """
 
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -37,7 +43,7 @@ from service.errors import ServiceError, SessionNotFound, StoreUnavailable, TooM
 
 KEY_PREFIX = "poselift:session:"
 INDEX_KEY = "poselift:sessions"  # sorted set: session id -> expiry (epoch ms)
-FORMAT_VERSION = b"1"
+FORMAT_VERSION = b"2"  # 2: the `rev` token
 F32 = np.dtype("<f4")
 I64 = np.dtype("<i8")
 T = TypeVar("T")
@@ -54,6 +60,11 @@ class Camera:
     width: float
     height: float
     fps: float
+
+
+def new_revision() -> str:
+    """A fresh revision token: 64 random bits, never reused in practice."""
+    return secrets.token_hex(8)
 
 
 def _tail(array: np.ndarray, count: int) -> np.ndarray:
@@ -75,6 +86,7 @@ class SessionState:
     history_scores: np.ndarray = field(default_factory=lambda: np.zeros((0, NUM_JOINTS), F32))  # (H, 17)
     pose_seqs: np.ndarray = field(default_factory=lambda: np.zeros(0, I64))  # (P,)
     poses: np.ndarray = field(default_factory=lambda: np.zeros((0, NUM_JOINTS, 3), F32))  # (P, 17, 3) mm
+    revision: str = field(default_factory=new_revision)  # replaced by every `advance`
     expires_in_s: float = 0.0  # filled in by `load`; not stored
 
     def held_pose(self, seq: int) -> np.ndarray | None:
@@ -100,6 +112,7 @@ class SessionState:
             history_scores=_tail(np.concatenate([self.history_scores, scores.astype(F32)]), self.window - 1),
             pose_seqs=_tail(np.concatenate([self.pose_seqs, seqs.astype(I64)]), keep),
             poses=_tail(np.concatenate([self.poses, poses.astype(F32)]), keep),
+            revision=new_revision(),
         )
 
 
@@ -115,6 +128,7 @@ def encode(state: SessionState) -> dict[bytes, bytes]:
         "owner": state.owner,
         "window": str(state.window),
         "created_s": repr(state.created_s),
+        "rev": state.revision,
         "last_seq": str(state.last_seq),
         "frames_seen": str(state.frames_seen),
     }
@@ -152,6 +166,7 @@ def decode(session_id: str, fields: Mapping[bytes, bytes], expires_in_s: float) 
         history_scores=array("history_scores", F32, (NUM_JOINTS,)),
         pose_seqs=array("pose_seqs", I64, ()).reshape(-1),
         poses=array("poses", F32, (NUM_JOINTS, 3)),
+        revision=text("rev"),
         expires_in_s=expires_in_s,
     )
 
@@ -169,11 +184,11 @@ class SessionStore(Protocol):
         """The session with its remaining TTL; raises `SessionNotFound`."""
         ...
 
-    async def commit(self, state: SessionState, expected_last_seq: int) -> bool:
-        """Replace the session by `state`, refreshing its TTL, if its last_seq is still `expected_last_seq`.
+    async def commit(self, state: SessionState, expected_revision: str) -> tuple[bool, SessionState]:
+        """Replace the session by `state`, refreshing its TTL, if its revision is still `expected_revision`.
 
-        Returns False (nothing written) when another writer committed first; raises `SessionNotFound` if the
-        session is gone.
+        One round trip either way. Returns (True, `state`) when written; (False, the stored state) when
+        another writer committed first (nothing written). Raises `SessionNotFound` if the session is gone.
         """
         ...
 
@@ -231,15 +246,15 @@ class MemorySessionStore:
             raise SessionNotFound(session_id)
         return decode(session_id, entry[0], max(entry[1] - time.monotonic(), 0.0))
 
-    async def commit(self, state: SessionState, expected_last_seq: int) -> bool:
+    async def commit(self, state: SessionState, expected_revision: str) -> tuple[bool, SessionState]:
         # No await between the check and the write: atomic on the event loop.
         entry = self._live(state.session_id)
         if entry is None:
             raise SessionNotFound(state.session_id)
-        if int(entry[0][b"last_seq"]) != expected_last_seq:
-            return False
+        if entry[0][b"rev"] != expected_revision.encode():
+            return False, decode(state.session_id, entry[0], max(entry[1] - time.monotonic(), 0.0))
         self._entries[state.session_id] = (encode(state), time.monotonic() + self.ttl_s)
-        return True
+        return True, state
 
     async def delete(self, session_id: str) -> bool:
         return self._live(session_id) is not None and self._entries.pop(session_id, None) is not None
@@ -276,18 +291,21 @@ return 1
 """
 )
 
-# KEYS[1]: the session, KEYS[2]: the index; ARGV[1]: TTL s; ARGV[2]: session id; ARGV[3]: expected last_seq;
-# ARGV[4..]: field, value, field, value, ...
+# KEYS[1]: the session, KEYS[2]: the index; ARGV[1]: TTL s; ARGV[2]: session id; ARGV[3]: expected revision;
+# ARGV[4..]: field, value, field, value, ... Returns {1} written, {-1} no such session, or {0, PTTL ms,
+# {field, value, ...}}: refused, with the stored state, so the loser needs no second round trip to re-read.
 _COMMIT_LUA = (
     _INDEX_LUA
     + """
-local current = redis.call('HGET', KEYS[1], 'last_seq')
-if not current then return -1 end
-if current ~= ARGV[3] then return 0 end
+local current = redis.call('HGET', KEYS[1], 'rev')
+if not current then return {-1} end
+if current ~= ARGV[3] then
+  return {0, redis.call('PTTL', KEYS[1]), redis.call('HGETALL', KEYS[1])}
+end
 redis.call('HSET', KEYS[1], unpack(ARGV, 4))
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 index(ARGV[2], ARGV[1])
-return 1
+return {1}
 """
 )
 
@@ -314,7 +332,7 @@ _UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
 
 
 class RedisSessionStore:
-    """Sessions in Redis, one hash per session, commits by a Lua compare-and-set on `last_seq`.
+    """Sessions in Redis, one hash per session, commits by a Lua compare-and-set on the revision token.
 
     Every call is bounded by `timeout_s` (socket timeouts plus an overall deadline), so an unreachable Redis
     turns into `StoreUnavailable` (503) quickly; the connection pool reconnects by itself once Redis is back.
@@ -402,13 +420,17 @@ class RedisSessionStore:
         assert isinstance(fields, dict) and isinstance(pttl, int)
         return decode(session_id, fields, max(pttl, 0) / 1000.0)
 
-    async def commit(self, state: SessionState, expected_last_seq: int) -> bool:
+    async def commit(self, state: SessionState, expected_revision: str) -> tuple[bool, SessionState]:
         keys = [self.key(state.session_id), INDEX_KEY]
-        args = self._write_args(state, str(expected_last_seq))
+        args = self._write_args(state, expected_revision)
         result = await self._call("commit", self._commit_script(keys=keys, args=args))
-        if result == -1:
+        if result[0] == -1:
             raise SessionNotFound(state.session_id)
-        return bool(result == 1)
+        if result[0] == 1:
+            return True, state
+        _, pttl, flat = result
+        fields = dict(zip(flat[::2], flat[1::2], strict=True))
+        return False, decode(state.session_id, fields, max(int(pttl), 0) / 1000.0)
 
     async def delete(self, session_id: str) -> bool:
         async def run() -> list[object]:

@@ -33,11 +33,11 @@ class RacingStore(MemorySessionStore):
         self.races = races
         self.rival: Callable[[], Awaitable[Any]] | None = None
 
-    async def commit(self, state: SessionState, expected_last_seq: int) -> bool:
+    async def commit(self, state: SessionState, expected_revision: str) -> tuple[bool, SessionState]:
         if self.races > 0 and self.rival is not None:
             self.races -= 1
             await self.rival()
-        return await super().commit(state, expected_last_seq)
+        return await super().commit(state, expected_revision)
 
 
 def with_core(
@@ -88,7 +88,7 @@ def test_core_push_gives_up_after_retry_budget(lifter: Lifter, clip: Clip) -> No
         current = await store.load(session_id)
         blank = np.zeros((1, 17, 2)), np.ones((1, 17)), np.zeros((1, 17, 3))
         advanced = current.advance(np.array([next(rival_seqs)]), *blank, poses_held=8)
-        assert await MemorySessionStore.commit(store, advanced, current.last_seq)
+        assert (await MemorySessionStore.commit(store, advanced, current.revision))[0]
 
     async def body(core: LiftingCore) -> None:
         info = await core.open_session(camera(clip), "")

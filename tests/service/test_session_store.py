@@ -97,17 +97,39 @@ def test_store_encoding_is_raw_bytes_without_pickle() -> None:
     assert decode("x", fields, 1.0).frames_seen == 3
 
 
-def test_store_commit_applies_only_on_expected_last_seq(make_store: StoreFactory) -> None:
+def test_store_commit_applies_only_on_expected_revision(make_store: StoreFactory) -> None:
     async def body(store: SessionStore) -> None:
         start = state()
         await store.create(start)
         first = start.advance(*frames([0, 1]), poses_held=8)
-        assert await store.commit(first, expected_last_seq=-1)
+        assert await store.commit(first, expected_revision=start.revision) == (True, first)
         rival = start.advance(*frames([0, 1, 2], value=0.5), poses_held=8)  # computed from the stale state
-        assert not await store.commit(rival, expected_last_seq=-1)
+        written, stored = await store.commit(rival, expected_revision=start.revision)
+        assert not written  # refused, and the refusal carries what is stored: no second read needed
+        assert (stored.revision, stored.last_seq, stored.frames_seen) == (first.revision, 1, 2)
+        np.testing.assert_array_equal(stored.history_kp, first.history_kp)
+        np.testing.assert_array_equal(stored.poses, first.poses)
+        assert 55 < stored.expires_in_s <= 60
         loaded = await store.load(start.session_id)
-        assert (loaded.last_seq, loaded.frames_seen) == (1, 2)
+        assert (loaded.revision, loaded.last_seq, loaded.frames_seen) == (first.revision, 1, 2)
         np.testing.assert_array_equal(loaded.history_kp, first.history_kp)
+
+    run(make_store, body)
+
+
+def test_store_commit_compares_revisions_not_seqs(make_store: StoreFactory) -> None:
+    """Two histories with the same last_seq (a store that lost its last writes, then took another writer's)
+    are told apart: a commit computed from the other one is refused."""
+
+    async def body(store: SessionStore) -> None:
+        start = state()
+        await store.create(start)
+        mine = start.advance(*frames([0]), poses_held=8)
+        theirs = start.advance(*frames([0], value=0.5), poses_held=8)
+        assert (await store.commit(theirs, expected_revision=start.revision))[0]
+        assert mine.last_seq == theirs.last_seq and mine.revision != theirs.revision
+        written, stored = await store.commit(mine.advance(*frames([1]), poses_held=8), mine.revision)
+        assert not written and stored.revision == theirs.revision
 
     run(make_store, body)
 
@@ -117,7 +139,8 @@ def test_store_concurrent_commits_exactly_one_wins(make_store: StoreFactory) -> 
         start = state()
         await store.create(start)
         rivals = [start.advance(*frames([k]), poses_held=8) for k in range(16)]
-        return list(await asyncio.gather(*[store.commit(r, expected_last_seq=-1) for r in rivals]))
+        results = await asyncio.gather(*[store.commit(r, expected_revision=start.revision) for r in rivals])
+        return [written for written, _ in results]
 
     assert sum(run(make_store, body)) == 1
 
@@ -128,7 +151,7 @@ def test_store_commit_refreshes_ttl(make_store: StoreFactory) -> None:
         await store.create(start)
         await asyncio.sleep(1.2)
         before = (await store.load(start.session_id)).expires_in_s
-        await store.commit(start.advance(*frames([0]), poses_held=8), expected_last_seq=-1)
+        await store.commit(start.advance(*frames([0]), poses_held=8), start.revision)
         return before, (await store.load(start.session_id)).expires_in_s
 
     before, after = run(make_store, body, ttl_s=5)
@@ -142,7 +165,7 @@ def test_store_session_expires_after_ttl(make_store: StoreFactory) -> None:
         with pytest.raises(SessionNotFound):
             await store.load(state().session_id)
         with pytest.raises(SessionNotFound):
-            await store.commit(state().advance(*frames([0]), poses_held=8), expected_last_seq=-1)
+            await store.commit(state().advance(*frames([0]), poses_held=8), state().revision)
 
     run(make_store, body, ttl_s=1)
 
@@ -169,7 +192,8 @@ def test_store_count_follows_creates_deletes_and_expiry(make_store: StoreFactory
         await store.delete("a" * 32)
         counts.append(await store.count())
         await asyncio.sleep(0.7)
-        await store.commit(state("b" * 32).advance(*frames([0]), poses_held=8), expected_last_seq=-1)
+        b = await store.load("b" * 32)
+        await store.commit(b.advance(*frames([0]), poses_held=8), b.revision)
         await asyncio.sleep(0.6)  # "c" expired; "b" was refreshed by its commit
         counts.append(await store.count())
         return counts
