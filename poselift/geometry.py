@@ -28,6 +28,11 @@ def normalize_screen_coordinates(
     Returns:
         (..., 2) float32: x in [-1, 1], y in [-h/w, h/w] for points inside the image.
     """
+    if isinstance(width, int | float) and isinstance(height, int | float):  # one image size: the common case
+        if not (width > 0 and height > 0):
+            raise ValueError(f"image size must be positive, got width={width}, height={height}")
+        offset_1 = np.array([1.0, height / width])
+        return (np.asarray(keypoints_px, dtype=np.float64) / width * 2.0 - offset_1).astype(np.float32)
     width_a, height_a = np.asarray(width, dtype=np.float64), np.asarray(height, dtype=np.float64)
     if np.any(width_a <= 0) or np.any(height_a <= 0):
         raise ValueError(f"image size must be positive, got width={width}, height={height}")

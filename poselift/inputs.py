@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from poselift.geometry import mask_missing, normalize_screen_coordinates
 from poselift.skeleton import LAYOUTS, NUM_JOINTS, to_h36m17
 
 MAX_FPS = 1000.0
+MAX_PIXELS = 1_000_000  # keypoints further out than this are garbage, not a large image
 
 
 def check_camera(width: float, height: float, fps: float, layout: str) -> None:
     """Raise ValueError naming the problem if the image size, frame rate or layout is unusable."""
     check_image(width, height, layout)
-    if not np.isfinite(fps) or not 0 < fps <= MAX_FPS:
+    if not math.isfinite(fps) or not 0 < fps <= MAX_FPS:
         raise ValueError(f"fps must be in (0, {MAX_FPS:g}], got {fps}")
 
 
@@ -22,7 +25,7 @@ def check_image(width: float, height: float, layout: str) -> None:
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
     for name, value in (("width", width), ("height", height)):
-        if not np.isfinite(value) or value <= 0:
+        if not math.isfinite(value) or value <= 0:
             raise ValueError(f"{name} must be a positive number of pixels, got {value}")
 
 
@@ -54,20 +57,23 @@ def prepare_keypoints(
         raise ValueError(f"keypoints must have shape (frames, {NUM_JOINTS}, 2), got {kp.shape}")
     if kp.shape[0] == 0:
         raise ValueError("keypoints hold no frames")
+    # Few whole-array passes: this runs for every streamed frame. NaN fails every comparison, so one
+    # range test also rejects NaN and inf.
     if scores is not None:
         sc = np.asarray(scores, dtype=np.float64)
         if sc.shape != kp.shape[:2]:
             raise ValueError(f"scores must have shape {kp.shape[:2]} (frames, joints), got {sc.shape}")
-        if not np.all(np.isfinite(sc)) or sc.min() < 0 or sc.max() > 1:
+        if not ((sc >= 0.0) & (sc <= 1.0)).all():
             raise ValueError("scores must be finite numbers in [0, 1]")
+        kp = np.where((sc > 0)[..., None], kp, 0.0)  # a missing joint may carry NaN; it is ignored either way
     else:
         sc = None
-    present = np.ones(kp.shape[:2], bool) if sc is None else sc > 0
-    if not np.all(np.isfinite(kp[present])):
-        raise ValueError("keypoints must be finite numbers (NaN/inf found in a joint whose score is > 0)")
-    if np.abs(kp[present]).max(initial=0.0) > 1e6:
-        raise ValueError("keypoints must be within ±1e6 pixels")
-    kp = np.where(present[..., None], kp, 0.0)  # a missing joint may carry NaN; it is ignored either way
+    if not (np.abs(kp) <= MAX_PIXELS).all():
+        if not np.isfinite(kp).all():
+            raise ValueError("keypoints must be finite numbers (NaN/inf found in a joint whose score is > 0)")
+        raise ValueError(f"keypoints must be within ±{MAX_PIXELS:,} pixels")
     kp_h36m, sc_h36m = to_h36m17(kp, sc, layout)
-    norm = mask_missing(normalize_screen_coordinates(kp_h36m, width, height), sc_h36m)
+    norm = normalize_screen_coordinates(kp_h36m, width, height)
+    if sc is not None or layout != "h36m17":  # else every joint is present: nothing to mask
+        norm = mask_missing(norm, sc_h36m)
     return norm, sc_h36m.astype(np.float32)

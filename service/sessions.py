@@ -26,6 +26,7 @@ encoding below, so their semantics are identical by construction.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -62,9 +63,14 @@ class Camera:
     fps: float
 
 
+_PROCESS_TOKEN = secrets.token_hex(8)  # 64 random bits per process, so replicas never share a revision
+_revisions = itertools.count()
+
+
 def new_revision() -> str:
-    """A fresh revision token: 64 random bits, never reused in practice."""
-    return secrets.token_hex(8)
+    """A revision token no other write makes: this process's random token and a counter (no syscall, as
+    `secrets` would need on every push)."""
+    return f"{_PROCESS_TOKEN}{next(_revisions):x}"
 
 
 def _tail(array: np.ndarray, count: int) -> np.ndarray:
@@ -128,19 +134,24 @@ def encode(state: SessionState) -> dict[bytes, bytes]:
         "owner": state.owner,
         "window": str(state.window),
         "created_s": repr(state.created_s),
-        "rev": state.revision,
-        "last_seq": str(state.last_seq),
-        "frames_seen": str(state.frames_seen),
-    }
-    arrays = {
-        "history_kp": state.history_kp.astype(F32),
-        "history_scores": state.history_scores.astype(F32),
-        "pose_seqs": state.pose_seqs.astype(I64),
-        "poses": state.poses.astype(F32),
     }
     fields = {k.encode(): v.encode() for k, v in text.items()}
-    fields.update({k.encode(): np.ascontiguousarray(v).tobytes() for k, v in arrays.items()})
+    fields.update(encode_progress(state))
     return fields
+
+
+def encode_progress(state: SessionState) -> dict[bytes, bytes]:
+    """The fields a commit changes (revision, seqs, history, poses); the rest never change after `create`,
+    so a commit sends only these."""
+    return {
+        b"rev": state.revision.encode(),
+        b"last_seq": str(state.last_seq).encode(),
+        b"frames_seen": str(state.frames_seen).encode(),
+        b"history_kp": np.asarray(state.history_kp, F32).tobytes(),
+        b"history_scores": np.asarray(state.history_scores, F32).tobytes(),
+        b"pose_seqs": np.asarray(state.pose_seqs, I64).tobytes(),
+        b"poses": np.asarray(state.poses, F32).tobytes(),
+    }
 
 
 def decode(session_id: str, fields: Mapping[bytes, bytes], expires_in_s: float) -> SessionState:
@@ -253,7 +264,8 @@ class MemorySessionStore:
             raise SessionNotFound(state.session_id)
         if entry[0][b"rev"] != expected_revision.encode():
             return False, decode(state.session_id, entry[0], max(entry[1] - time.monotonic(), 0.0))
-        self._entries[state.session_id] = (encode(state), time.monotonic() + self.ttl_s)
+        fields = {**entry[0], **encode_progress(state)}
+        self._entries[state.session_id] = (fields, time.monotonic() + self.ttl_s)
         return True, state
 
     async def delete(self, session_id: str) -> bool:
@@ -397,15 +409,19 @@ class RedisSessionStore:
                 self.on_error(operation)
             raise  # a command Redis refused: our bug, not an outage
 
-    def _write_args(self, state: SessionState, *head: str | int) -> list[bytes | str | int]:
+    def _write_args(
+        self, state: SessionState, fields: dict[bytes, bytes], *head: str | int
+    ) -> list[bytes | str | int]:
         args: list[bytes | str | int] = [self.ttl_s, state.session_id, *head]
-        for name, value in encode(state).items():
+        for name, value in fields.items():
             args += [name, value]
         return args
 
     async def create(self, state: SessionState) -> None:
         keys = [self.key(state.session_id), INDEX_KEY]
-        await self._call("create", self._create_script(keys=keys, args=self._write_args(state)))
+        await self._call(
+            "create", self._create_script(keys=keys, args=self._write_args(state, encode(state)))
+        )
 
     async def load(self, session_id: str) -> SessionState:
         async def run() -> list[object]:
@@ -422,7 +438,7 @@ class RedisSessionStore:
 
     async def commit(self, state: SessionState, expected_revision: str) -> tuple[bool, SessionState]:
         keys = [self.key(state.session_id), INDEX_KEY]
-        args = self._write_args(state, expected_revision)
+        args = self._write_args(state, encode_progress(state), expected_revision)
         result = await self._call("commit", self._commit_script(keys=keys, args=args))
         if result[0] == -1:
             raise SessionNotFound(state.session_id)
