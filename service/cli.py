@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -124,6 +125,11 @@ def serve() -> int:
         lifter.checkpoint_id, lifter.metadata.get("config", {}).get("kind"), lifter.window, lifter.device,
         store, settings.host, settings.http_port, settings.host, settings.grpc_port,
     )  # fmt: skip
+    # Everything loaded so far (torch, the model, the web stacks) lives as long as the process: taken out of
+    # the cyclic collector's view, it is no longer re-scanned by every full collection, which otherwise cost
+    # a third of the event loop's time under load (py-spy of 64 streams; bench/RESULTS.md).
+    gc.collect()
+    gc.freeze()
     try:
         asyncio.run(run(settings, lifter))
     except OSError as error:  # the gRPC port cannot be bound

@@ -1,11 +1,13 @@
 """Batched inference: one worker thread groups concurrent requests into one forward pass, off the event loop.
 
 Every request (a whole `/v1/lift` clip, or the new frames of one session push) hands the engine its causal
-windows. The worker takes the first waiting request, then keeps taking more until the batch holds `max_batch`
-windows or `batch_wait_ms` have passed, runs one forward pass of the core's `Lifter.lift_windows` under
-`torch.inference_mode`, and splits the poses back. A request larger than `max_batch` runs alone; no request is
-ever split, so its poses come from exactly one pass. If a pass fails, its requests are retried one by one, so
-only the request that causes the failure fails.
+windows. The worker takes the first waiting request, then every request already queued (they piled up while
+the last pass ran) until the batch holds `max_batch` windows; under concurrent load (another request queued
+already, or the last batch held several) it also waits up to `batch_wait_ms` for more, so a lone stream
+never waits. Then it runs one forward pass of the core's `Lifter.lift_windows` under `torch.inference_mode`
+and splits the poses back. A request larger than `max_batch` runs alone; no request is ever split, so its
+poses come from exactly one pass. If a pass fails, its requests are retried one by one, so only the request
+that causes the failure fails.
 
 Shutdown (`stop`, or `await aclose()` from an event loop) refuses new requests with `Unavailable`, answers
 every request queued before it, then ends the worker: no request is ever left waiting.
@@ -73,6 +75,7 @@ class Engine:
         self._stopping = False
         self._held: _Job | None = None  # a job taken that did not fit the last batch: first of the next
         self._held_stop = False  # the stop marker was taken while gathering: stop after the next batch
+        self._last_requests = 0  # requests in the last batch: more than one means concurrent load
 
     @property
     def window(self) -> int:
@@ -138,7 +141,11 @@ class Engine:
         if first is None:
             return None
         batch, size = [first], len(first.windows_norm)
-        deadline = time.monotonic() + self.batch_wait_s
+        # Wait for more only while requests come in together (another is queued already, or the last batch
+        # held several): a lone stream never waits, so its round trip is the model's latency alone.
+        busy = self._last_requests > 1 or not self._queue.empty()
+        wait_s = self.batch_wait_s if busy else 0.0
+        deadline = time.monotonic() + wait_s
         while size < self.max_batch:
             remaining = deadline - time.monotonic()
             try:
@@ -154,6 +161,7 @@ class Engine:
             batch.append(job)
             size += len(job.windows_norm)
         self.metrics.queue_depth.set(self._queue.qsize())
+        self._last_requests = len(batch)
         return batch
 
     def _run(self) -> None:
