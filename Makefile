@@ -72,5 +72,11 @@ eval: setup
 bench: setup
 	$(BIN)/python -m bench.model
 
+# Reliability soak (tests/service/rpc/test_soak.py): 64 gRPC sessions for 60 s through two replicas on an
+# append-only Redis, with Redis restarted twice and a replica SIGKILLed; prints its summary. Environment:
+# POSELIFT_SOAK_SESSIONS, POSELIFT_SOAK_SECONDS, POSELIFT_SOAK_FPS; POSELIFT_SOAK_REPORT=FILE writes it as JSON.
+soak: setup
+	$(BIN)/pytest -q -m soak -s
+
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache
