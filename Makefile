@@ -69,8 +69,12 @@ eval: setup
 	$(BIN)/poselift evaluate --data $(VAL) --checkpoint seq2seq --checkpoint framewise \
 	    --json eval/val.json --plot eval/val.png
 
+# The speed tables, written to bench/RESULTS.md: the model alone (bench.model), then one `poselift serve` on a
+# throw-away redis-server (free port, never 6379) under REST and StreamLift load (bench.load); ~6 minutes.
+# Figures are only as good as the machine is idle. BENCH_ARGS adds flags, e.g. BENCH_ARGS="--threads 1".
+BENCH_ARGS ?=
 bench: setup
-	$(BIN)/python -m bench.model
+	$(BIN)/python -m bench.load --model-bench --out bench/RESULTS.md $(BENCH_ARGS)
 
 # Reliability soak (tests/service/rpc/test_soak.py): 64 gRPC sessions for 60 s through two replicas on an
 # append-only Redis, with Redis restarted twice and a replica SIGKILLed; prints its summary. Environment:

@@ -1,0 +1,672 @@
+"""The service under load, next to the model alone measured in the same run with the server's settings.
+
+Run: `make bench` (the model bench, then this, writing bench/RESULTS.md), or
+
+    python -m bench.load [--seconds S] [--sessions 1,16,64,256] [--quick] [--out bench/RESULTS.md]
+                         [--threads N] [--checkpoint NAME] [--backend NAME] [--set NAME=VALUE ...]
+
+It measures, in order:
+1. the model alone (the ceiling): the server's model, device and torch threads, loaded the way the server
+   loads it (`service.engine.load_model`), in this process before anything else runs: latency of one pass
+   per batch size, so frames/s at batch B = B / median pass time;
+2. one `poselift serve` process (sessions in a redis-server the bench starts on a free loopback port, never
+   6379) under `/v1/lift` clients posting long clips back to back, then under StreamLift sessions (one frame
+   per message, one frame in flight per stream), each paced like a 30 fps camera and flat out;
+3. optionally the same streams against a server with the in-process session store.
+
+The clients run in worker processes (`bench.loadgen`), each scenario for `--seconds` after a warm-up, and
+stop by themselves. Every reply is checked; a run with any error says so loudly and exits 1. Figures are as
+good as the machine is idle: the document records the load average before the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import datetime
+import json
+import multiprocessing
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bench import loadgen
+from bench.loadkit import ROOT, Clip, RedisServer, RedisSnapshot, Server, cpu_seconds, metric_sum, val_clip
+from bench.loadkit import percentiles_ms as pct
+from bench.model import flops_per_frame, latency_ms, machine
+from service.config import Settings
+from service.engine import load_model
+
+MODEL_BATCHES = (1, 4, 16, 64, 256)
+TARGET_SHARE = 0.70  # issue 5: 64 streams flat out reach >= 70 % of the model alone at batch 64
+TARGET_STREAMS = 64
+TARGET_SLACK_MS = 1.0  # issue 5: one stream's p50 round trip <= batch-1 model latency + 1 ms
+# Bench flags that become server settings (`POSELIFT_<NAME>`); `--set NAME=VALUE` reaches any other.
+SERVER_FLAGS = {
+    "threads": "torch_threads",
+    "checkpoint": "checkpoint",
+    "device": "device",
+    "backend": "backend",
+    "max_batch": "max_batch",
+    "batch_wait_ms": "batch_wait_ms",
+}
+
+
+# --- the model alone ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Ceiling:
+    """The server's model alone in this process: pass times by batch size."""
+
+    description: str  # checkpoint, backend, device, threads
+    flops_per_frame: float
+    batch1_ms: list[float]  # every timed batch-1 pass, ms
+    pass_ms: dict[int, float]  # batch -> median ms of one pass
+
+    def rate(self, batch: int) -> float:
+        """Frames/s at `batch` windows per pass."""
+        return batch / self.pass_ms[batch] * 1e3
+
+
+def measure_ceiling(settings: dict[str, str], batches: Sequence[int], scale: float) -> Ceiling:
+    """Time the model as `poselift serve` with `settings` loads it (same checkpoint, device, backend and
+    torch threads), `scale` x the default repeats."""
+    lifter = load_model(Settings(**settings))  # type: ignore[arg-type]  # pydantic coerces the strings
+    pass_ms = {}
+    for batch in batches:
+        repeats = max(5, int(scale * max(10, min(200, 2000 // batch))))
+        pass_ms[batch] = statistics.median(latency_ms(lifter, batch, repeats))
+    batch1 = latency_ms(lifter, 1, max(20, int(200 * scale)))
+    backend = getattr(lifter, "backend", "torch")
+    description = (
+        f"checkpoint {lifter.checkpoint_id} ({lifter.metadata.get('config', {}).get('kind')}), "
+        f"backend {backend}, {lifter.device}, {torch.get_num_threads()} torch threads"
+    )
+    return Ceiling(description, flops_per_frame(lifter), batch1, pass_ms)
+
+
+def model_table(ceiling: Ceiling) -> str:
+    lines = [
+        "| FLOPs/frame | batch-1 latency p50 (ms) | p99 (ms) | "
+        + " | ".join(f"frames/s @{b}" for b in ceiling.pass_ms)
+        + " |",
+        "|---|---|---|" + "---|" * len(ceiling.pass_ms),
+    ]
+    p50, p99 = pct(np.asarray(ceiling.batch1_ms))
+    lines.append(
+        f"| {ceiling.flops_per_frame / 1e6:.1f} M | {p50:.3f} | {p99:.3f} | "
+        + " | ".join(f"{ceiling.rate(b):,.0f} ({ms:.2f} ms)" for b, ms in ceiling.pass_ms.items())
+        + " |"
+    )
+    return "\n".join(lines)
+
+
+def run_model_bench(threads: str | None) -> str:
+    """`python -m bench.model` (its own table of the shipped checkpoints), its output verbatim."""
+    command = [sys.executable, "-m", "bench.model"] + (["--threads", threads] if threads else [])
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    text = done.stdout.strip()
+    if done.returncode:
+        text += f"\n\n(`{shlex.join(command[1:])}` failed with {done.returncode}: {done.stderr.strip()})"
+    return text
+
+
+# --- one measured span ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Counters:
+    """Server, Redis and time at one instant."""
+
+    at: float  # time.time()
+    server_cpu_s: float
+    metrics: dict[str, float]
+    redis: RedisSnapshot | None
+
+
+def _take(server: Server, redis: RedisServer | None, metrics_first: bool) -> Counters:
+    """Counters now. At the start /metrics is scraped before Redis is read, at the end after, so the
+    scrapes' own Redis commands fall outside the span."""
+    metrics = server.metrics() if metrics_first else {}
+    snap = redis.snapshot() if redis else None
+    counters = Counters(time.time(), cpu_seconds(server.pid), metrics, snap)
+    if not metrics_first:
+        counters.metrics.update(server.metrics())
+    return counters
+
+
+@dataclass(frozen=True)
+class Span:
+    """What the server and Redis did between two `Counters`."""
+
+    wall_s: float
+    server_cpu: float  # cores
+    redis_cpu: float  # cores; NaN without Redis
+    metrics: dict[str, float]  # deltas
+    commands: int
+    calls: dict[str, int]  # Redis command -> calls
+    redis_writes: int
+
+    def metric(self, name: str, **labels: str) -> float:
+        return metric_sum(self.metrics, name, **labels)
+
+
+def _span(a: Counters, b: Counters) -> Span:
+    wall = b.at - a.at
+    deltas = {key: value - a.metrics.get(key, 0.0) for key, value in b.metrics.items()}
+    if a.redis is None or b.redis is None:
+        return Span(wall, (b.server_cpu_s - a.server_cpu_s) / wall, float("nan"), deltas, 0, {}, 0)
+    calls = {k: v - a.redis.calls.get(k, 0) for k, v in b.redis.calls.items()}
+    own = calls.pop("info", 0)  # the bench's own INFO at the start
+    calls = {k: v for k, v in calls.items() if v > 0}
+    return Span(
+        wall,
+        (b.server_cpu_s - a.server_cpu_s) / wall,
+        (b.redis.cpu_s - a.redis.cpu_s) / wall,
+        deltas,
+        b.redis.commands - a.redis.commands - own,
+        calls,
+        b.redis.writes - a.redis.writes,
+    )
+
+
+def _sleep_until(at: float) -> None:
+    time.sleep(max(0.0, at - time.time()))
+
+
+def _measure(
+    pool: concurrent.futures.ProcessPoolExecutor,
+    server: Server,
+    redis: RedisServer | None,
+    jobs: Sequence[tuple[Callable[[Any], Any], Any]],
+    start_at: float,
+    stop_at: float,
+) -> tuple[list[Any], Span]:
+    """Run `jobs` (function, spec) in the worker processes; count what the server and Redis do between
+    `start_at` and `stop_at`; return the jobs' results and that span."""
+    futures = [pool.submit(fn, spec) for fn, spec in jobs]
+    _sleep_until(start_at)
+    first = _take(server, redis, metrics_first=True)
+    _sleep_until(stop_at)
+    last = _take(server, redis, metrics_first=False)
+    results = [future.result(timeout=120) for future in futures]
+    return results, _span(first, last)
+
+
+# --- REST ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RestRow:
+    clients: int
+    frames: int  # per request
+    requests: int  # answered within the span
+    frames_per_s: float
+    p50_ms: float
+    p99_ms: float
+    span: Span
+    client_cpu: float
+    problems: loadgen.Problems
+
+
+def lift_body(clip: Clip) -> bytes:
+    """The JSON body of one `/v1/lift` of the whole clip (pixels to 0.01 px, as a detector might send)."""
+    return json.dumps(
+        {
+            "layout": "h36m17",
+            "width": clip.width,
+            "height": clip.height,
+            "fps": clip.fps,
+            "keypoints": np.round(clip.keypoints_px.astype(np.float64), 2).tolist(),
+        }
+    ).encode()
+
+
+def run_rest(
+    pool: concurrent.futures.ProcessPoolExecutor, server: Server, clip: Clip, clients: int, opts: Options
+) -> RestRow:
+    """`clients` clients posting the clip to /v1/lift back to back for `opts.seconds`."""
+    start_at = time.time() + 0.5 + opts.warmup_s
+    stop_at = start_at + opts.seconds
+    spec = loadgen.RestSpec(
+        server.url, lift_body(clip), len(clip.keypoints_px), clients, opts.warmup_s, start_at, stop_at
+    )
+    [result], span = _measure(pool, server, None, [(loadgen.run_rest, spec)], start_at, stop_at)
+    # Frames of each answer, prorated to the part of its time inside the span (answers take ~a second).
+    frames = sum(
+        spec.frames * max(0.0, min(end, stop_at) - max(begin, start_at)) / (end - begin)
+        for begin, end in result.spans
+    )
+    inside = np.asarray([(end - begin) * 1e3 for begin, end in result.spans if start_at <= end < stop_at])
+    return RestRow(
+        clients,
+        spec.frames,
+        len(inside),
+        frames / (stop_at - start_at),
+        *pct(inside),
+        span,
+        result.cpu_s / (stop_at - start_at),
+        result.problems,
+    )
+
+
+# --- StreamLift --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StreamRow:
+    store: str
+    sessions: int
+    fps: float  # per stream; 0: flat out
+    frames_per_s: float  # poses received within the span, per second
+    p50_ms: float
+    p99_ms: float
+    span: Span
+    client_cpu: float  # cores
+    client_procs: int
+    server_frames: float  # StreamLift frames the server answered within the span
+    session_bytes: float  # mean MEMORY USAGE of a session hash; NaN without Redis
+    index_bytes: float  # the index's bytes per session
+    problems: loadgen.Problems
+    late_open_s: float  # how far into the measured span the last stream opened (0: before it)
+
+    @property
+    def mode(self) -> str:
+        return f"paced {self.fps:g} fps" if self.fps else "flat out"
+
+    def per_frame(self, count: float) -> float:
+        return count / self.server_frames if self.server_frames else float("nan")
+
+
+def run_streams(
+    pool: concurrent.futures.ProcessPoolExecutor,
+    server: Server,
+    redis: RedisServer | None,
+    clip: Clip,
+    sessions: int,
+    fps: float,
+    opts: Options,
+) -> StreamRow:
+    """`sessions` StreamLift sessions, paced at `fps` (0: flat out), measured for `opts.seconds`."""
+    procs = opts.client_procs or (1 if sessions <= 64 else 2)
+    procs = min(procs, sessions)
+    start_at = time.time() + 0.5 + 0.005 * sessions + opts.warmup_s
+    stop_at = start_at + opts.seconds
+    shares = [sessions // procs + (i < sessions % procs) for i in range(procs)]
+    jobs = []
+    for i, share in enumerate(shares):
+        spec = loadgen.StreamSpec(
+            server.target, clip, share, sum(shares[:i]), sessions, fps, opts.warmup_s, start_at, stop_at,
+            opts.streams_per_channel,
+        )  # fmt: skip
+        jobs.append((loadgen.run_streams, spec))
+    results, span = _measure(pool, server, redis, jobs, start_at, stop_at)
+    merged = loadgen.StreamResult(np.zeros(0, np.float32))
+    for result in results:
+        merged.merge(result)
+    session_bytes, index_bytes, _ = redis.session_bytes() if redis else (float("nan"), float("nan"), 0)
+    return StreamRow(
+        "redis" if redis else "memory",
+        sessions,
+        fps,
+        len(merged.rtt_ms) / (stop_at - start_at),
+        *pct(merged.rtt_ms),
+        span,
+        merged.cpu_s / (stop_at - start_at),
+        procs,
+        span.metric("poselift_stream_frames_total"),
+        session_bytes,
+        index_bytes,
+        merged.problems,
+        max(0.0, merged.last_open_at - start_at),
+    )
+
+
+# --- tables --------------------------------------------------------------------------------------------
+
+
+def _x(value: float, ceiling: float) -> str:
+    return f"{value / ceiling:.2f}×" if ceiling and np.isfinite(value) else "—"
+
+
+def _n(value: float, fmt: str = ",.0f") -> str:
+    return format(value, fmt) if np.isfinite(value) else "—"
+
+
+def rest_table(rows: Sequence[RestRow], ceiling: Ceiling) -> str:
+    frames = rows[0].frames
+    lines = [
+        f"| clients | frames/request | answers in span | frames/s | × model @256 | × model @{frames} "
+        "| latency p50 (ms) | p99 (ms) | × model pass @clip | server CPU (cores) | model busy "
+        "| client CPU (cores) | problems |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        busy = r.span.metric("poselift_inference_seconds_sum") / r.span.wall_s
+        lines.append(
+            f"| {r.clients} | {r.frames} | {r.requests} | {r.frames_per_s:,.0f} "
+            f"| {_x(r.frames_per_s, ceiling.rate(256))} | {_x(r.frames_per_s, ceiling.rate(r.frames))} "
+            f"| {_n(r.p50_ms, '.1f')} | {_n(r.p99_ms, '.1f')} | {_x(r.p50_ms, ceiling.pass_ms[r.frames])} "
+            f"| {r.span.server_cpu:.2f} | {busy:.0%} | {r.client_cpu:.2f} | {r.problems.total} |"
+        )
+    return "\n".join(lines)
+
+
+def stream_table(rows: Sequence[StreamRow], ceiling: Ceiling) -> str:
+    lines = [
+        "| sessions | mode | offered frames/s | frames/s | × model @B | RTT p50 (ms) | RTT p99 (ms) "
+        "| × model pass @B | windows/pass | model busy | server CPU | client CPU (procs) | Redis CPU "
+        "| Redis cmds/frame | Redis round trips/frame | bytes/session (+ index) | problems |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        passes = r.span.metric("poselift_batch_windows_count")
+        windows = r.span.metric("poselift_batch_windows_sum") / passes if passes else float("nan")
+        busy = r.span.metric("poselift_inference_seconds_sum") / r.span.wall_s
+        offered = _n(r.sessions * r.fps) if r.fps else "—"
+        redis = r.store == "redis"
+        lines.append(
+            f"| {r.sessions} | {r.mode} | {offered} | {r.frames_per_s:,.0f} "
+            f"| {_x(r.frames_per_s, ceiling.rate(r.sessions))} "
+            f"| {_n(r.p50_ms, '.2f')} | {_n(r.p99_ms, '.2f')} "
+            f"| {_x(r.p50_ms, ceiling.pass_ms[r.sessions])} | {_n(windows, '.1f')} | {busy:.0%} "
+            f"| {r.span.server_cpu:.2f} | {r.client_cpu:.2f} ({r.client_procs}) "
+            f"| {_n(r.span.redis_cpu, '.2f') if redis else '—'} "
+            f"| {_n(r.per_frame(r.span.commands), '.2f') if redis else '—'} "
+            f"| {_n(r.per_frame(r.span.redis_writes), '.2f') if redis else '—'} "
+            f"| {_n(r.session_bytes) + f' (+ {_n(r.index_bytes)})' if redis else '—'} "
+            f"| {r.problems.total} |"
+        )
+    return "\n".join(lines)
+
+
+def commands_table(rows: Sequence[StreamRow]) -> str:
+    """Redis commands per answered frame, by command (those at >= 0.01 per frame in some row)."""
+    names = sorted(
+        {name for r in rows for name, calls in r.span.calls.items() if r.per_frame(calls) >= 0.01},
+        key=lambda name: -max(r.per_frame(r.span.calls.get(name, 0)) for r in rows),
+    )
+    lines = [
+        "| sessions | mode | frames answered | " + " | ".join(names) + " |",
+        "|---|---|---|" + "---|" * len(names),
+    ]
+    for r in rows:
+        cells = " | ".join(f"{r.per_frame(r.span.calls.get(name, 0)):.2f}" for name in names)
+        lines.append(f"| {r.sessions} | {r.mode} | {r.server_frames:,.0f} | {cells} |")
+    return "\n".join(lines)
+
+
+def targets_table(rows: Sequence[StreamRow], ceiling: Ceiling) -> str:
+    """Issue 5's two targets, met or missed, for each store measured."""
+    lines = ["| target | store | measured | ceiling | result |", "|---|---|---|---|---|"]
+    batch1 = statistics.median(ceiling.batch1_ms)
+    for r in rows:
+        if r.sessions == TARGET_STREAMS and not r.fps and TARGET_STREAMS in ceiling.pass_ms:
+            model = ceiling.rate(TARGET_STREAMS)
+            met = r.frames_per_s >= TARGET_SHARE * model
+            lines.append(
+                f"| {TARGET_STREAMS} streams flat out ≥ {TARGET_SHARE:.0%} of the model alone at batch "
+                f"{TARGET_STREAMS} | {r.store} "
+                f"| {r.frames_per_s:,.0f} frames/s ({r.frames_per_s / model:.0%}) "
+                f"| {model:,.0f} frames/s | {'met' if met else '**missed**'} |"
+            )
+        if r.sessions == 1:
+            met = r.p50_ms <= batch1 + TARGET_SLACK_MS
+            lines.append(
+                f"| 1 stream ({r.mode}): p50 round trip ≤ batch-1 model latency + {TARGET_SLACK_MS:g} ms "
+                f"| {r.store} | {r.p50_ms:.2f} ms | {batch1:.2f} + {TARGET_SLACK_MS:g} ms "
+                f"| {'met' if met else '**missed**'} |"
+            )
+    return "\n".join(lines)
+
+
+def problems_text(rest: Sequence[RestRow], streams: Sequence[StreamRow]) -> str:
+    """'' when every reply was right; else a loud list of what went wrong where."""
+    lines = []
+    for r in rest:
+        if r.problems.total:
+            lines.append(f"- REST {r.clients} client(s): {dict(r.problems.counts)}; {r.problems.examples}")
+    for s in streams:
+        if s.problems.total:
+            counts = dict(s.problems.counts)
+            lines.append(f"- {s.store} {s.sessions} sessions {s.mode}: {counts}; {s.problems.examples}")
+    if not lines:
+        return ""
+    banner = "**ERRORS: THIS RUN HAD WRONG OR MISSING REPLIES; ITS FIGURES ARE NOT VALID**"
+    return banner + "\n\n" + "\n".join(lines)
+
+
+COLUMNS = """\
+- *model alone*: the server's model (`service.engine.load_model` with the server's settings: checkpoint,
+  device, backend, torch threads) timed in the bench process before the server starts; one "frame" is one
+  causal window whose newest pose is returned. frames/s @B = B / median time of one pass of B windows (in
+  brackets). batch-1 latency: every timed pass of one window.
+- *frames/s*: poses received by the clients within the measured span, per second (REST: frames of the
+  answers, each prorated to the part of its request inside the span). *× model @B*: that over the model
+  alone at batch B; for StreamLift B = sessions, the most windows one pass can hold when each stream has one
+  frame in flight. *× model pass @B*: the round trip's p50 over the time of one pass of B windows.
+- *offered frames/s*: sessions × fps of paced streams; frames/s below it means the server did not keep up
+  (a stream behind its camera sends its next frame as soon as its reply arrives, so it catches up).
+- *RTT*: from writing a frame on its stream to reading its pose, in the client process (ms).
+- *windows/pass*: mean windows per forward pass of the server's batching worker (its /metrics);
+  *model busy*: the share of the wall time the worker spent in forward passes.
+- *server / client / Redis CPU*: user + system CPU seconds of the `poselift serve` process, of the client
+  worker processes (how many in brackets), and of the redis-server, over the span's wall time: cores.
+- *Redis cmds/frame*: redis-server INFO `total_commands_processed` over StreamLift frames the server answered
+  in the span (its /metrics); commands inside MULTI/EXEC and inside Lua scripts are counted too (the
+  breakdown below shows which). *Redis round trips/frame*: write syscalls of the redis-server per frame;
+  Redis answers each request, or each pipeline read at once, with one write, so this counts the server's
+  round trips to Redis. The gRPC health check's PING (1/s) is in both.
+- *bytes/session*: mean `MEMORY USAGE` of the session hashes `poselift:session:<id>` after the scenario
+  (before it all keys are flushed), + the index `poselift:sessions`' bytes per session.
+- *problems*: FrameErrors, replies that are not the pose of the frame just sent, streams that did not end
+  OK; any makes the run invalid.
+"""
+
+
+# --- the run -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Options:
+    seconds: float
+    warmup_s: float
+    sessions: tuple[int, ...]
+    fps_modes: tuple[float, ...]  # per stream; 0 = flat out
+    rest_clients: tuple[int, ...]
+    rest_frames: int
+    stores: tuple[str, ...]
+    client_procs: int  # 0: 1 up to 64 sessions, else 2
+    streams_per_channel: int
+    model_scale: float  # repeats of the model timings, x the default
+    server_settings: dict[str, str] = field(default_factory=dict)
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    """Comma-separated counts, e.g. `1,16,64`; 0 or nothing skips those scenarios."""
+    return tuple(n for part in text.split(",") if part.strip() and (n := int(part)) > 0)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, Options]:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--seconds", type=float, default=None, help="measured span of each scenario (default 10)")
+    p.add_argument("--warmup", type=float, default=None, help="seconds before each span (default 2)")
+    p.add_argument("--sessions", type=_ints, default=None, help="concurrent streams (default 1,16,64,256)")
+    p.add_argument("--modes", default="paced,flat", help="paced (like a camera at --fps), flat (flat out)")
+    p.add_argument("--fps", type=float, default=30.0, help="frames/s of a paced stream")
+    p.add_argument("--rest-clients", type=_ints, default=None, help="concurrent /v1/lift clients (1,4)")
+    p.add_argument("--rest-frames", type=int, default=2000, help="frames per /v1/lift request")
+    p.add_argument("--stores", default=None, help="redis and/or memory (default redis,memory)")
+    p.add_argument("--client-procs", type=int, default=0, help="client processes (0: 1, 2 above 64 streams)")
+    p.add_argument("--streams-per-channel", type=int, default=16, help="streams per gRPC channel")
+    p.add_argument("--quick", action="store_true", help="a ~1-minute smoke run (figures not comparable)")
+    p.add_argument("--model-bench", action="store_true", help="also run `python -m bench.model` first")
+    p.add_argument("--out", default=None, help="write the document (markdown) here, e.g. bench/RESULTS.md")
+    p.add_argument("--note", default="", help="a line for the document, e.g. why figures may be noisy")
+    server = p.add_argument_group("server settings (POSELIFT_*; unset: the environment's or the default)")
+    server.add_argument("--threads", help="POSELIFT_TORCH_THREADS (also the model-alone threads)")
+    server.add_argument("--checkpoint", help="POSELIFT_CHECKPOINT")
+    server.add_argument("--device", help="POSELIFT_DEVICE")
+    server.add_argument("--backend", help="POSELIFT_BACKEND (if this server has that setting)")
+    server.add_argument("--max-batch", help="POSELIFT_MAX_BATCH")
+    server.add_argument("--batch-wait-ms", help="POSELIFT_BATCH_WAIT_MS")
+    server.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="any setting")
+    args = p.parse_args(argv)
+    settings = {SERVER_FLAGS[k]: v for k, v in vars(args).items() if k in SERVER_FLAGS and v is not None}
+    for item in args.set:
+        name, sep, value = item.partition("=")
+        if not sep:
+            p.error(f"--set {item!r}: expected NAME=VALUE")
+        settings[name.lower().removeprefix("poselift_")] = value
+    unknown = [name for name in settings if name not in Settings.model_fields]
+    if unknown:
+        p.error(f"this server has no setting {', '.join('POSELIFT_' + n.upper() for n in unknown)}")
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if not set(modes) <= {"paced", "flat"}:
+        p.error(f"--modes: paced and/or flat, got {args.modes!r}")
+    stores = tuple((args.stores or ("redis" if args.quick else "redis,memory")).split(","))
+    if not set(stores) <= {"redis", "memory"}:
+        p.error(f"--stores: redis and/or memory, got {args.stores!r}")
+    quick = args.quick
+    opts = Options(
+        seconds=args.seconds or (3.0 if quick else 10.0),
+        warmup_s=args.warmup if args.warmup is not None else (1.0 if quick else 2.0),
+        sessions=args.sessions if args.sessions is not None else (1, 16, 64) if quick else (1, 16, 64, 256),
+        fps_modes=tuple(args.fps if m == "paced" else 0.0 for m in modes),
+        rest_clients=args.rest_clients if args.rest_clients is not None else (1,) if quick else (1, 4),
+        rest_frames=args.rest_frames,
+        stores=stores,
+        client_procs=args.client_procs,
+        streams_per_channel=args.streams_per_channel,
+        model_scale=0.25 if quick else 1.0,
+        server_settings=settings,
+    )
+    return args, opts
+
+
+def _git(*args: str) -> str:
+    try:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout
+    except OSError:
+        return ""
+
+
+def _provenance() -> str:
+    """When and from what the run began: UTC date, git commit, whether tracked files differ from it."""
+    commit = _git("rev-parse", "--short", "HEAD").strip() or "unknown"
+    dirty = " + uncommitted changes" if _git("status", "--porcelain", "--untracked-files=no").strip() else ""
+    return f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC; commit {commit}{dirty}"
+
+
+def _header(
+    args: argparse.Namespace, opts: Options, began: str, machine: str, load: tuple[float, ...]
+) -> str:
+    via_make = " (via `make bench`)" if os.environ.get("MAKELEVEL") else ""
+    redis_version = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout
+    notes = [args.note] if args.note else []
+    if args.quick:
+        notes.append("`--quick` smoke run: short spans, figures not comparable with a full run")
+    if load[0] > 0.5:
+        notes.append(f"the machine was not idle when the run began (load average {load[0]:.2f})")
+    lines = [
+        "# poselift speed: the model alone, REST and streaming gRPC",
+        "",
+        f"- command: `{shlex.join(['python', '-m', 'bench.load', *sys.argv[1:]])}`{via_make}",
+        f"- began: {began}",
+        f"- machine: {machine}; load average before the run {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}",
+        "- server: one `poselift serve` process on loopback, settings from the environment"
+        + (f" and {', '.join(f'POSELIFT_{k.upper()}={v}' for k, v in opts.server_settings.items())}"
+           if opts.server_settings else "")
+        + f"; sessions in a redis-server ({redis_version.split(' sha')[0].strip()}, no persistence)",
+        f"- each scenario: {opts.warmup_s:g} s warm-up, then {opts.seconds:g} s measured; StreamLift: one"
+        f" frame in flight per stream, {opts.streams_per_channel} streams per channel (TCP connection)",
+    ]  # fmt: skip
+    lines += [f"- **note: {note}**" for note in notes]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args, opts = parse_args(argv)
+    began, load = _provenance(), os.getloadavg()
+    model_bench = run_model_bench(args.threads) if args.model_bench else ""
+    if model_bench:
+        print(model_bench, flush=True)
+    batches = sorted({*MODEL_BATCHES, *opts.sessions, opts.rest_frames})
+    ceiling = measure_ceiling(opts.server_settings, batches, opts.model_scale)
+    machine_line = machine()
+    print(f"machine: {machine_line}\nmodel alone: {ceiling.description}\n{model_table(ceiling)}", flush=True)
+    clip = val_clip(opts.rest_frames)
+    rest: list[RestRow] = []
+    streams: list[StreamRow] = []
+    spawn = multiprocessing.get_context("spawn")
+    with (
+        concurrent.futures.ProcessPoolExecutor(max_workers=2, mp_context=spawn) as pool,
+        RedisServer() as redis,
+    ):
+        for future in [pool.submit(loadgen.warm) for _ in range(2)]:
+            future.result()
+        for store in opts.stores:
+            store_redis = redis if store == "redis" else None
+            with Server(opts.server_settings, redis.url if store_redis else "") as server:
+                if store == opts.stores[0]:
+                    for clients in opts.rest_clients:
+                        rest.append(run_rest(pool, server, clip, clients, opts))
+                        print(rest_table(rest[-1:], ceiling).splitlines()[-1], flush=True)
+                for sessions in opts.sessions:
+                    for fps in opts.fps_modes:
+                        streams.append(run_streams(pool, server, store_redis, clip, sessions, fps, opts))
+                        print(f"{store}: " + stream_table(streams[-1:], ceiling).splitlines()[-1], flush=True)
+                        redis.flush()
+
+    problems = problems_text(rest, streams)
+    sections = [_header(args, opts, began, machine_line, load)]
+    sections += [
+        f"- note: in {r.store} {r.sessions} sessions {r.mode} the last stream opened {r.late_open_s:.1f} s "
+        "into the measured span"
+        for r in streams
+        if r.late_open_s > 0
+    ]
+    if problems:
+        sections.append(problems)
+    if model_bench:
+        sections.append("## The model alone: `python -m bench.model`\n\n" + model_bench)
+    sections.append(
+        "## The ceiling: the server's model alone, this run\n\n"
+        f"{ceiling.description}\n\n{model_table(ceiling)}"
+    )
+    sections.append("## Targets (issue 5)\n\n" + targets_table(streams, ceiling))
+    if rest:
+        sections.append("## REST `/v1/lift`, long clips\n\n" + rest_table(rest, ceiling))
+    for store, title in (("redis", "sessions in Redis"), ("memory", "in-process session store")):
+        rows = [r for r in streams if r.store == store]
+        if rows:
+            sections.append(f"## StreamLift, {title}\n\n" + stream_table(rows, ceiling))
+            if store == "redis":
+                sections.append("### Redis commands per frame, by command\n\n" + commands_table(rows))
+    sections.append("## What the columns mean\n\n" + COLUMNS)
+    document = "\n\n".join(sections) + "\n"
+    print("\n" + document)
+    if args.out:
+        Path(args.out).write_text(document)
+        print(f"written to {args.out}")
+    if problems:
+        print("\n" + problems.splitlines()[0], file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
