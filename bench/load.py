@@ -456,8 +456,9 @@ COLUMNS = """\
   answers, each prorated to the part of its request inside the span). *× model @B*: that over the model
   alone at batch B; for StreamLift B = sessions, the most windows one pass can hold when each stream has one
   frame in flight. *× model pass @B*: the round trip's p50 over the time of one pass of B windows.
-- *offered frames/s*: sessions × fps of paced streams; frames/s below it means the server did not keep up
-  (a stream behind its camera sends its next frame as soon as its reply arrives, so it catches up).
+- *offered frames/s*: sessions × fps of paced streams; frames/s below it means the server did not keep up:
+  a stream whose reply comes after its next frame's slot sends at once, and drops the slots it missed
+  entirely, as a live camera drops stale frames.
 - *RTT*: from writing a frame on its stream to reading its pose, in the client process (ms).
 - *windows/pass*: mean windows per forward pass of the server's batching worker (its /metrics);
   *model busy*: the share of the wall time the worker spent in forward passes.

@@ -151,8 +151,11 @@ async def _stream(
         next_at = clock.first_slot(index, spec, period)
         seq = 0
         while time.perf_counter() < clock.stop:
-            if period:  # a camera: frame k leaves at its slot (at once when behind, catching up)
-                await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+            if period:  # a live camera: the next frame leaves at its slot; slots missed are dropped
+                now = time.perf_counter()
+                if now > next_at:
+                    next_at += period * math.floor((now - next_at) / period)
+                await asyncio.sleep(max(0.0, next_at - now))
                 next_at += period
                 if time.perf_counter() >= clock.stop:
                     break
