@@ -70,6 +70,12 @@ class Settings(BaseSettings):
     max_sessions: int = Field(
         default=100_000, ge=1, description="sessions the in-process store holds at most (429 above)"
     )
+    redis_connections: int = Field(
+        default=64,
+        ge=1,
+        le=10_000,
+        description="connections to Redis at most; further concurrent calls wait for one (store timeout)",
+    )
     session_cache: int = Field(
         default=10_000,
         ge=0,

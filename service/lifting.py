@@ -383,6 +383,7 @@ async def serving_core(
         settings.store_timeout_s,
         settings.max_sessions,
         on_error=lambda operation: metrics.store_errors.labels(operation).inc(),
+        redis_connections=settings.redis_connections,
     )
     try:
         yield LiftingCore(settings, engine, store, metrics)

@@ -368,17 +368,29 @@ class RedisSessionStore:
 
     @classmethod
     def from_url(
-        cls, url: str, ttl_s: int, timeout_s: float = 0.5, on_error: Callable[[str], None] | None = None
+        cls,
+        url: str,
+        ttl_s: int,
+        timeout_s: float = 0.5,
+        on_error: Callable[[str], None] | None = None,
+        max_connections: int = 64,
     ) -> RedisSessionStore:
-        """A store on a new client for `url` with bounded timeouts and one immediate reconnect attempt."""
-        client = aioredis.Redis.from_url(
+        """A store on a new client for `url` with bounded timeouts and one immediate reconnect attempt.
+
+        Args:
+            max_connections: connections to Redis at most; a call that finds them all busy waits for one
+                (within `timeout_s`) rather than failing, so many concurrent streams queue, not error.
+        """
+        pool = aioredis.BlockingConnectionPool.from_url(
             url,
+            max_connections=max_connections,
+            timeout=timeout_s,
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
             retry=Retry(NoBackoff(), 1),  # one retry on a fresh connection: survives a restarted Redis
             health_check_interval=30,
         )
-        return cls(client, ttl_s, timeout_s, on_error)
+        return cls(aioredis.Redis(connection_pool=pool), ttl_s, timeout_s, on_error)
 
     @staticmethod
     def key(session_id: str) -> str:
@@ -476,8 +488,9 @@ def build_store(
     timeout_s: float,
     max_sessions: int,
     on_error: Callable[[str], None] | None = None,
+    redis_connections: int = 64,
 ) -> SessionStore:
     """Redis when a URL is given, else the in-process store."""
     if redis_url:
-        return RedisSessionStore.from_url(redis_url, ttl_s, timeout_s, on_error)
+        return RedisSessionStore.from_url(redis_url, ttl_s, timeout_s, on_error, redis_connections)
     return MemorySessionStore(ttl_s, max_sessions)

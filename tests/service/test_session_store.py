@@ -324,3 +324,20 @@ def test_store_redis_unreachable_is_store_unavailable_quickly() -> None:
         return time.monotonic() - started
 
     assert asyncio.run(body()) < 2.0
+
+
+def test_store_redis_more_concurrent_calls_than_connections_wait_not_fail(redis_server: RedisServer) -> None:
+    """256 sessions pushing at once through 8 connections: every commit lands (a full pool is a queue, not
+    an outage)."""
+
+    async def body() -> list[bool]:
+        store = RedisSessionStore.from_url(redis_server.url, 60, timeout_s=0.5, max_connections=8)
+        try:
+            starts = [state(f"{k:032d}") for k in range(256)]
+            await asyncio.gather(*[store.create(s) for s in starts])
+            commits = [store.commit(s.advance(*frames([0]), poses_held=8), s.revision) for s in starts]
+            return [written for written, _ in await asyncio.gather(*commits)]
+        finally:
+            await store.close()
+
+    assert all(asyncio.run(body()))
