@@ -1,4 +1,4 @@
-"""The `poselift` command: `poselift train | evaluate | serve …`.
+"""The `poselift` command: `poselift train | evaluate | serve | export …`.
 
 The one place that composes the packages. Each sub-command's package (`trainer`, `service`) is imported only
 when that sub-command runs, so the core never depends on them and a serving image needs no training extras.
@@ -6,9 +6,12 @@ when that sub-command runs, so the core never depends on them and a serving imag
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import sys
+import time
 from collections.abc import Callable
+from pathlib import Path
 
 # sub-command -> (module, function taking the remaining argv and returning an exit code, help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -19,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "main",
         "serve REST and gRPC with the configured checkpoint (POSELIFT_* settings)",
     ),
+    "export": ("poselift.cli", "export_main", "export a checkpoint's network to ONNX, checked against torch"),
 }
 
 
@@ -27,6 +31,44 @@ def _usage() -> str:
     lines += [f"  {name:<9} {help_}" for name, (_, _, help_) in COMMANDS.items()]
     lines += ["", "`poselift COMMAND --help` describes each command's options."]
     return "\n".join(lines)
+
+
+def export_main(argv: list[str]) -> int:
+    """`poselift export --onnx OUT.onnx [--checkpoint NAME_OR_PATH]`: export, then compare with torch."""
+    parser = argparse.ArgumentParser(
+        prog="poselift export",
+        description="Export a checkpoint's network (newest-frame pose, dynamic batch) to ONNX for the "
+        "'onnx' backend, and print its largest difference from eager torch on random windows.",
+    )
+    parser.add_argument("--onnx", type=Path, required=True, metavar="OUT.onnx", help="file to write")
+    parser.add_argument("--checkpoint", default="seq2seq", help="shipped name or checkpoint path")
+    parser.add_argument("--windows", type=int, default=256, help="random windows to compare on")
+    args = parser.parse_args(argv)
+
+    from poselift.export import TOLERANCE_MM, export_onnx, random_windows
+    from poselift.lifter import load_lifter
+    from poselift.runtimes import OnnxRuntime, max_abs_diff_mm
+
+    try:
+        lifter = load_lifter(args.checkpoint, "cpu", backend="torch")
+    except (FileNotFoundError, ValueError) as error:
+        print(f"poselift export: {error}", file=sys.stderr)
+        return 2
+    start = time.perf_counter()
+    data = export_onnx(lifter.model, lifter.checkpoint_id, args.onnx)
+    seconds = time.perf_counter() - start
+    print(
+        f"wrote {args.onnx} ({len(data) / 1e6:.1f} MB) from checkpoint {lifter.checkpoint_id} "
+        f"({lifter.model.config.kind}, window {lifter.window}) in {seconds:.1f} s"
+    )
+    windows, scores = random_windows(args.windows, lifter.window)
+    diff = max_abs_diff_mm(lifter.runtime, OnnxRuntime(args.onnx), windows, scores)
+    verdict = "ok" if diff <= TOLERANCE_MM else "TOO LARGE"
+    print(
+        f"max |onnxruntime - torch| over {args.windows} random windows: {diff:.2e} mm "
+        f"({verdict}; tolerance {TOLERANCE_MM:g} mm)"
+    )
+    return 0 if diff <= TOLERANCE_MM else 1
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,179 @@
+"""ONNX export of a lifting network: the graph that the "onnx" backend (`poselift.runtimes`) runs.
+
+The exported graph is the network followed by "keep the newest frame", i.e. what serving computes:
+
+    keypoints_norm (N, W, 17, 2) float32, scores (N, W, 17) float32 -> poses_mm (N, 17, 3) float32, mm
+
+N (windows) is a dynamic axis; W is fixed by the checkpoint's config (the LSTM loops are unrolled W times).
+The model's `metadata_props` record which checkpoint it was exported from (`checkpoint_id`), so a file
+written by `poselift export --onnx` is never run with other weights.
+
+`cached_export` keeps exports of saved checkpoints in `$POSELIFT_CACHE_DIR` (default
+`~/.cache/poselift`), keyed by the checkpoint's content hash, the source of this module and of
+`poselift.model`, and the torch version, so only the first load of a checkpoint pays for the export and a
+changed model or exporter never reuses a stale graph. An unwritable cache only costs the export.
+
+Export uses PyTorch's dynamo-based exporter (`torch.onnx.export(..., dynamo=True)`, which needs `onnxscript`;
+the serve extra installs it): about 3 s on one core for the shipped seq2seq. The legacy TorchScript-based
+exporter bakes the example batch size into the LSTM's zero state, so its graph fails on any other batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from poselift import model as model_module
+from poselift.model import LiftingNetwork
+from poselift.skeleton import NUM_JOINTS
+
+INPUT_NAMES = ("keypoints_norm", "scores")
+OUTPUT_NAME = "poses_mm"
+EXPORT_FORMAT = "poselift-onnx/1"  # bump when the graph's inputs, outputs or meaning change
+# ONNX Runtime vs eager torch, largest coordinate difference allowed (mm). float32 poses reach ~1 m, where
+# one ulp is 6e-5 mm; measured differences (fused kernels, other summation orders) are up to ~7e-4 mm.
+TOLERANCE_MM = 1e-3
+
+
+class NewestPose(nn.Module):
+    """A network's pose of the newest frame of each window, the only one a causal lifter returns."""
+
+    def __init__(self, model: LiftingNetwork) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, keypoints_norm: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        """(N, W, J, 2) normalised keypoints, (N, W, J) scores -> (N, J, 3) root-relative poses, mm."""
+        return self.model(keypoints_norm, scores)[:, -1]
+
+
+def random_windows(count: int, window: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Random causal windows to compare runtimes on, shaped like serving's input.
+
+    Returns:
+        (count, window, 17, 2) float32 normalised keypoints uniform in [-0.5, 0.5], and (count, window, 17)
+        float32 scores uniform in [0.3, 1] with 10 % of the joints missing (score 0).
+    """
+    rng = np.random.default_rng(seed)
+    keypoints = rng.uniform(-0.5, 0.5, (count, window, NUM_JOINTS, 2)).astype(np.float32)
+    scores = rng.uniform(0.3, 1.0, (count, window, NUM_JOINTS)).astype(np.float32)
+    scores[rng.random(scores.shape) < 0.1] = 0.0
+    return keypoints, scores
+
+
+def example_inputs(
+    model: LiftingNetwork, batch: int = 2, device: torch.device | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(batch, W, 17, 2) keypoints and (batch, W, 17) scores from `random_windows`, to trace a model."""
+    keypoints, scores = random_windows(batch, model.config.window)
+    return torch.from_numpy(keypoints).to(device), torch.from_numpy(scores).to(device)
+
+
+def export_onnx(
+    model: LiftingNetwork, checkpoint_id: str = "unsaved", path: str | Path | None = None
+) -> bytes:
+    """Export `model` (its newest-frame pose, see `NewestPose`) to ONNX, on CPU, in eval mode.
+
+    Args:
+        model: the network; it is not modified (a CPU copy is exported).
+        checkpoint_id: recorded in the model's metadata (`Lifter.checkpoint_id`).
+        path: also write the model there, when given.
+
+    Returns:
+        The serialised ONNX model (inputs `keypoints_norm` (N, W, J, 2) and `scores` (N, W, J), output
+        `poses_mm` (N, J, 3), N dynamic).
+    """
+    import copy
+
+    cpu_model = copy.deepcopy(model).cpu().eval()
+    batch = torch.export.Dim("batch")
+    with warnings.catch_warnings(), _quiet_exporter_logs(), torch.no_grad():
+        warnings.simplefilter("ignore")  # deprecation and tracer chatter, none of it actionable here
+        program = torch.onnx.export(
+            NewestPose(cpu_model),
+            example_inputs(cpu_model),
+            dynamo=True,
+            input_names=list(INPUT_NAMES),
+            output_names=[OUTPUT_NAME],
+            dynamic_shapes=({0: batch}, {0: batch}),
+            verbose=False,
+        )
+    assert program is not None
+    proto = program.model_proto
+    metadata = {
+        "format": EXPORT_FORMAT,
+        "checkpoint_id": checkpoint_id,
+        "kind": model.config.kind,
+        "window": str(model.config.window),
+        "torch": torch.__version__,
+    }
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    data: bytes = proto.SerializeToString()
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_bytes(data)
+    return data
+
+
+def cache_dir() -> Path:
+    """Where `cached_export` keeps exported graphs: `$POSELIFT_CACHE_DIR`, else `~/.cache/poselift`."""
+    configured = os.environ.get("POSELIFT_CACHE_DIR")
+    return Path(configured) if configured else Path.home() / ".cache" / "poselift"
+
+
+def _cache_key(checkpoint_id: str) -> str:
+    digest = hashlib.sha256(checkpoint_id.encode())
+    for source in (Path(__file__), Path(model_module.__file__ or "")):
+        digest.update(source.read_bytes())
+    digest.update(torch.__version__.encode())
+    return f"{checkpoint_id}-{digest.hexdigest()[:16]}"
+
+
+def cached_export(model: LiftingNetwork, checkpoint_id: str) -> bytes:
+    """`export_onnx(model, checkpoint_id)`, memoised on disk for saved checkpoints (see the module doc).
+
+    Args:
+        model: the network of checkpoint `checkpoint_id` ("unsaved": exported every time, never cached).
+        checkpoint_id: `Lifter.checkpoint_id`, the content hash of the weights file.
+    """
+    if checkpoint_id == "unsaved":
+        return export_onnx(model, checkpoint_id)
+    path = cache_dir() / "onnx" / f"{_cache_key(checkpoint_id)}.onnx"
+    try:
+        return path.read_bytes()
+    except OSError:
+        pass
+    data = export_onnx(model, checkpoint_id)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)  # atomic: a concurrent loader reads the whole file or none
+    except OSError:
+        pass
+    return data
+
+
+@contextlib.contextmanager
+def _quiet_exporter_logs() -> Iterator[None]:
+    """Raise the exporter's loggers to ERROR (it warns, e.g., that torchvision's ops are not registered)."""
+    names = ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")
+    levels = {name: logging.getLogger(name).level for name in names}
+    for name in names:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
