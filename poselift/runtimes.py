@@ -162,8 +162,14 @@ class OnnxRuntime:
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if not isinstance(onnx_model, bytes) and not Path(onnx_model).is_file():
+            raise FileNotFoundError(f"no ONNX file at {onnx_model}")
         source = onnx_model if isinstance(onnx_model, bytes) else str(onnx_model)
-        self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+        except Exception as error:  # onnxruntime's own classes (InvalidArgument, InvalidGraph, ...)
+            what = "the exported bytes" if isinstance(onnx_model, bytes) else str(onnx_model)
+            raise ValueError(f"not a usable ONNX model ({what}): {error}") from error
         self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
 
     def __call__(self, windows_norm: np.ndarray, scores: np.ndarray) -> np.ndarray:

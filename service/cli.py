@@ -121,8 +121,9 @@ def serve() -> int:
         f"Redis at {_redacted(settings.redis_url)}" if settings.redis_url else "the in-process session store"
     )
     log.info(
-        "model %s (%s, window %d) on %s; %s; REST on %s:%d, gRPC on %s:%d",
+        "model %s (%s, window %d) on %s with %s; %s; REST on %s:%d, gRPC on %s:%d",
         lifter.checkpoint_id, lifter.metadata.get("config", {}).get("kind"), lifter.window, lifter.device,
+        lifter.backend,
         store, settings.host, settings.http_port, settings.host, settings.grpc_port,
     )  # fmt: skip
     # Everything loaded so far (torch, the model, the web stacks) lives as long as the process: taken out of

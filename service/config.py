@@ -29,6 +29,14 @@ class Settings(BaseSettings):
     device: str = Field(
         default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto | cpu | cuda[:N]"
     )
+    backend: Literal["auto", "onnx", "torchscript", "torch"] = Field(
+        default="auto",
+        description="how the network runs: auto (CPU: onnx, the fastest measured; CUDA: torch) | onnx | "
+        "torchscript | torch",
+    )
+    onnx_path: str = Field(
+        default="", description="a `poselift export --onnx` file of the checkpoint (else exported at start)"
+    )
     host: str = Field(default="0.0.0.0", description="interface the REST and gRPC servers bind")
     http_port: int = Field(default=8000, ge=0, le=65535, description="REST port (0: any free port)")
     grpc_port: int = Field(default=50051, ge=0, le=65535, description="gRPC port (0: any free port)")

@@ -52,10 +52,16 @@ def load_model(settings: Settings) -> Lifter:
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
     try:
-        return load_lifter(settings.checkpoint, device=settings.device)
+        return load_lifter(
+            settings.checkpoint,
+            device=settings.device,
+            backend=settings.backend,
+            onnx_path=settings.onnx_path or None,
+        )
     except (FileNotFoundError, ValueError, KeyError) as error:
         raise RuntimeError(
-            f"cannot load checkpoint POSELIFT_CHECKPOINT={settings.checkpoint!r}: {error}"
+            f"cannot load checkpoint POSELIFT_CHECKPOINT={settings.checkpoint!r} with "
+            f"POSELIFT_BACKEND={settings.backend!r}: {error}"
         ) from error
 
 

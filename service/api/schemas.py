@@ -141,6 +141,7 @@ class ModelInfo(BaseModel):
     kind: str
     config: dict[str, Any]
     device: str
+    backend: str = Field(description="how the network runs: onnx, torchscript or torch")
     units: Literal["mm"] = "mm"
     training_data: dict[str, Any] | None = None
     validation: dict[str, Any] | None = Field(None, description="accuracy measured on the validation split")

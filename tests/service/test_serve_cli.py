@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 
@@ -73,3 +74,23 @@ def test_serve_cli_missing_checkpoint_exit_2_with_message() -> None:
     )
     assert result.returncode == 2
     assert "POSELIFT_CHECKPOINT" in result.stderr and "no checkpoint" in result.stderr
+
+
+def test_serve_cli_bad_backend_or_onnx_file_exit_2_with_message(tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"not a model")
+    for extra, expected in (
+        ({"POSELIFT_BACKEND": "tensorrt"}, "POSELIFT_BACKEND"),
+        ({"POSELIFT_ONNX_PATH": str(tmp_path / "missing.onnx")}, "no ONNX file"),
+        ({"POSELIFT_ONNX_PATH": str(garbage)}, "not a usable ONNX model"),
+        ({"POSELIFT_BACKEND": "torch", "POSELIFT_ONNX_PATH": str(garbage)}, "onnx_path is for the onnx"),
+    ):
+        result = subprocess.run(
+            [sys.executable, "-m", "poselift.cli", "serve"],
+            env=serve_env(**extra),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 2, (extra, result.stderr)
+        assert expected in result.stderr, (extra, result.stderr)

@@ -49,6 +49,7 @@ async def model(core: Core, _owner: Owner) -> ModelInfo:
         kind=str(config.get("kind", "unknown")),
         config=config,
         device=str(lifter.device),
+        backend=lifter.backend,
         training_data=meta.get("training_data"),
         validation=meta.get("validation"),
     )
