@@ -162,6 +162,9 @@ class OnnxRuntime:
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Pool threads sleep between runs instead of spinning: spinning kept a core ~85 % busy for a lone
+        # 30 fps stream and, under load, took that core from the service's event loop (bench/RESULTS.md).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if not isinstance(onnx_model, bytes) and not Path(onnx_model).is_file():
             raise FileNotFoundError(f"no ONNX file at {onnx_model}")
         source = onnx_model if isinstance(onnx_model, bytes) else str(onnx_model)
