@@ -75,6 +75,7 @@ eval: setup
 BENCH_ARGS ?=
 bench: setup
 	$(BIN)/python -m bench.load --model-bench --out bench/RESULTS.md $(BENCH_ARGS)
+	$(BIN)/python -m bench.profile --out bench/PROFILE.md
 
 # Reliability soak (tests/service/rpc/test_soak.py): 64 gRPC sessions for 60 s through two replicas on an
 # append-only Redis, with Redis restarted twice and a replica SIGKILLed; prints its summary. Environment:
