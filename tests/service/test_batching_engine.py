@@ -14,6 +14,7 @@ import pytest
 from poselift import Lifter
 from service.engine import Engine
 from service.errors import Unavailable
+from tests.service.testkit import TOLERANCE_MM
 
 
 def windows(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -59,7 +60,7 @@ def test_engine_groups_concurrent_requests_and_splits_results(lifter: Lifter) ->
     finally:
         engine.stop()
     for (w, s), got in zip(requests, results, strict=True):
-        np.testing.assert_allclose(got, lifter.lift_windows(w, s), rtol=0, atol=1e-3)
+        np.testing.assert_allclose(got, lifter.lift_windows(w, s), rtol=0, atol=TOLERANCE_MM)
     assert sample(engine, "poselift_batch_requests_count") < len(requests)  # some shared a forward pass
 
 
@@ -77,8 +78,8 @@ def test_engine_oversize_request_runs_alone_and_whole(lifter: Lifter) -> None:
     finally:
         engine.stop()
     assert got_big.shape == (11, 17, 3) and got_small.shape == (2, 17, 3)
-    np.testing.assert_allclose(got_big, lifter.lift_windows(*big), rtol=0, atol=1e-3)
-    np.testing.assert_allclose(got_small, lifter.lift_windows(*small), rtol=0, atol=1e-3)
+    np.testing.assert_allclose(got_big, lifter.lift_windows(*big), rtol=0, atol=TOLERANCE_MM)
+    np.testing.assert_allclose(got_small, lifter.lift_windows(*small), rtol=0, atol=TOLERANCE_MM)
     # Exactly two passes: one of the 2 small windows, one of all 11 big ones (the buckets are 1, 2, 4, 8, 16).
     assert sample(engine, "poselift_batch_windows_count") == 2
     assert sample(engine, "poselift_batch_windows_sum") == 13
@@ -122,8 +123,8 @@ def test_engine_failed_request_does_not_fail_those_batched_with_it(lifter: Lifte
     finally:
         engine.stop()
     assert isinstance(failed, Exception) and not isinstance(failed, Unavailable)
-    np.testing.assert_allclose(first, lifter.lift_windows(*good[0]), rtol=0, atol=1e-3)
-    np.testing.assert_allclose(second, lifter.lift_windows(*good[1]), rtol=0, atol=1e-3)
+    np.testing.assert_allclose(first, lifter.lift_windows(*good[0]), rtol=0, atol=TOLERANCE_MM)
+    np.testing.assert_allclose(second, lifter.lift_windows(*good[1]), rtol=0, atol=TOLERANCE_MM)
 
 
 def test_engine_stop_with_requests_queued_resolves_every_one(lifter: Lifter) -> None:
@@ -151,7 +152,7 @@ def test_engine_stop_with_requests_queued_resolves_every_one(lifter: Lifter) -> 
     assert not engine.ready
     queued, late = results[:6], results[6:]
     for k, result in enumerate(queued):  # accepted before the stop: answered, not dropped
-        np.testing.assert_allclose(result, lifter.lift_windows(*windows(1, k)), rtol=0, atol=1e-3)
+        np.testing.assert_allclose(result, lifter.lift_windows(*windows(1, k)), rtol=0, atol=TOLERANCE_MM)
     assert all(isinstance(r, (Unavailable, np.ndarray)) for r in late)
     assert any(isinstance(r, Unavailable) for r in late)
     with pytest.raises(Unavailable, match="shutting down"):

@@ -34,7 +34,10 @@ from service.config import Settings
 CHECKPOINT = os.environ.get("POSELIFT_TEST_CHECKPOINT", "seq2seq")
 VAL_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "mocap" / "cmu_h36m17_val.npz"
 WIDTH, HEIGHT, FPS = 1920, 1080, 30.0
-TOLERANCE_MM = 1e-3
+# Poses are float32 through a recurrent network, and ONNX Runtime's kernels round differently for different
+# batch sizes, so the same window lifted in another batch differs by up to ~8e-4 mm (seen in the soak). A
+# wrong history or a mixed-up session moves poses by millimetres; 0.01 mm tells the two apart with margin.
+TOLERANCE_MM = 1e-2
 
 
 def free_port() -> int:
