@@ -70,7 +70,8 @@ eval: setup
 	    --json eval/val.json --plot eval/val.png
 
 # The speed tables, written to bench/RESULTS.md: the model alone (bench.model), then one `poselift serve` on a
-# throw-away redis-server (free port, never 6379) under REST and StreamLift load (bench.load); ~6 minutes.
+# throw-away redis-server (free port, never 6379) under REST and StreamLift load (bench.load), then a py-spy
+# profile of it under 64 streams (bench.profile, bench/PROFILE.md); ~5 minutes.
 # Figures are only as good as the machine is idle. BENCH_ARGS adds flags, e.g. BENCH_ARGS="--threads 1".
 BENCH_ARGS ?=
 bench: setup

@@ -126,9 +126,9 @@ def serve() -> int:
         lifter.backend,
         store, settings.host, settings.http_port, settings.host, settings.grpc_port,
     )  # fmt: skip
-    # Everything loaded so far (torch, the model, the web stacks) lives as long as the process: taken out of
-    # the cyclic collector's view, it is no longer re-scanned by every full collection, which otherwise cost
-    # a third of the event loop's time under load (py-spy of 64 streams; bench/RESULTS.md).
+    # Everything loaded so far (torch, the model, the modules of the web stacks) lives as long as the
+    # process: taken out of the cyclic collector's view, it is no longer re-scanned by every full collection,
+    # which otherwise cost a third of the event loop's time under 64 streams (py-spy, bench/profile.py).
     gc.collect()
     gc.freeze()
     try:

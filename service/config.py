@@ -85,9 +85,9 @@ class Settings(BaseSettings):
         description="connections to Redis at most; further concurrent calls wait for one (store timeout)",
     )
     session_cache: int = Field(
-        default=10_000,
+        default=4096,
         ge=0,
-        description="session states a replica remembers so a push is one store round trip (0: off)",
+        description="sessions a replica remembers (~9.5 kB each) so a push is one Redis round trip (0: off)",
     )
     push_retries: int = Field(
         default=64, ge=1, description="optimistic-concurrency attempts of one frames push"

@@ -4,10 +4,10 @@ Every request (a whole `/v1/lift` clip, or the new frames of one session push) h
 windows. The worker takes the first waiting request, then every request already queued (they piled up while
 the last pass ran) until the batch holds `max_batch` windows; under concurrent load (another request queued
 already, or the last batch held several) it also waits up to `batch_wait_ms` for more, so a lone stream
-never waits. Then it runs one forward pass of the core's `Lifter.lift_windows` under `torch.inference_mode`
-and splits the poses back. A request larger than `max_batch` runs alone; no request is ever split, so its
-poses come from exactly one pass. If a pass fails, its requests are retried one by one, so only the request
-that causes the failure fails.
+waits at most once, just after concurrent load. Then it runs one forward pass of the core's
+`Lifter.lift_windows` under `torch.inference_mode` and splits the poses back. A request larger than
+`max_batch` runs alone; no request is ever split, so its poses come from exactly one pass. If a pass fails,
+its requests are retried one by one, so only the request that causes the failure fails.
 
 Shutdown (`stop`, or `await aclose()` from an event loop) refuses new requests with `Unavailable`, answers
 every request queued before it, then ends the worker: no request is ever left waiting.
@@ -58,7 +58,7 @@ def load_model(settings: Settings) -> Lifter:
             backend=settings.backend,
             onnx_path=settings.onnx_path or None,
         )
-    except (FileNotFoundError, ValueError, KeyError) as error:
+    except Exception as error:  # a bad file, a failed export, a missing runtime: all a start-up message
         raise RuntimeError(
             f"cannot load checkpoint POSELIFT_CHECKPOINT={settings.checkpoint!r} with "
             f"POSELIFT_BACKEND={settings.backend!r}: {error}"
@@ -148,7 +148,7 @@ class Engine:
             return None
         batch, size = [first], len(first.windows_norm)
         # Wait for more only while requests come in together (another is queued already, or the last batch
-        # held several): a lone stream never waits, so its round trip is the model's latency alone.
+        # held several): a lone stream's round trip is the model's latency alone.
         busy = self._last_requests > 1 or not self._queue.empty()
         wait_s = self.batch_wait_s if busy else 0.0
         deadline = time.monotonic() + wait_s

@@ -30,15 +30,14 @@ class SessionCache:
         return state
 
     def put(self, state: SessionState) -> None:
-        """Remember `state` unless a newer one (more frames seen) is already remembered.
+        """Remember `state`: what this replica just wrote, or what the store just returned.
 
-        Concurrent pushes on one replica finish in any order; keeping the furthest state means a late
-        finisher never puts an older one back (which would only cost a refused commit, but needlessly).
+        Always the latest word, even when it holds fewer frames than the state remembered: after a store
+        lost writes (a restart from an older snapshot) its state is the truth, and a remembered "newer" one
+        would make every later push compute twice. Two concurrent pushes of one session finishing out of
+        order can leave the older state here: that costs one refused commit, never a wrong pose.
         """
         if not self.capacity:
-            return
-        known = self._states.get(state.session_id)
-        if known is not None and known.frames_seen > state.frames_seen:
             return
         self._states[state.session_id] = state
         self._states.move_to_end(state.session_id)

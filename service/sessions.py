@@ -3,8 +3,8 @@
 One session is one key (a Redis hash `poselift:session:<id>`) holding
 - the camera (`layout`, `width`, `height`, `fps`), the owner (a hash of the API key, never the key), the
   window;
-- `rev`, a random token replaced by every write (what a commit compares), `last_seq` (-1 before the first
-  frame) and `frames_seen`;
+- `rev`, a token every write replaces (this process's random token and a counter; what a commit
+  compares), `last_seq` (-1 before the first frame) and `frames_seen`;
 - the last W-1 normalised frames and their scores (the model's 2D history), raw little-endian float32 bytes;
 - the last `poses_held` (>= W) poses with their seqs, so a resent frame gets its stored pose back.
 
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -40,7 +41,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from poselift.skeleton import NUM_JOINTS
-from service.errors import ServiceError, SessionNotFound, StoreUnavailable, TooManySessions
+from service.errors import SessionIncompatible, SessionNotFound, StoreUnavailable, TooManySessions
 
 KEY_PREFIX = "poselift:session:"
 INDEX_KEY = "poselift:sessions"  # sorted set: session id -> expiry (epoch ms)
@@ -65,6 +66,15 @@ class Camera:
 
 _PROCESS_TOKEN = secrets.token_hex(8)  # 64 random bits per process, so replicas never share a revision
 _revisions = itertools.count()
+
+
+def _reseed_revisions() -> None:
+    """A forked child draws its own token: it must not repeat its parent's revisions."""
+    global _PROCESS_TOKEN, _revisions
+    _PROCESS_TOKEN, _revisions = secrets.token_hex(8), itertools.count()
+
+
+os.register_at_fork(after_in_child=_reseed_revisions)
 
 
 def new_revision() -> str:
@@ -157,7 +167,11 @@ def encode_progress(state: SessionState) -> dict[bytes, bytes]:
 def decode(session_id: str, fields: Mapping[bytes, bytes], expires_in_s: float) -> SessionState:
     """Inverse of `encode`."""
     if fields.get(b"v") != FORMAT_VERSION:
-        raise ServiceError(f"session {session_id!r} is stored in an unknown format {fields.get(b'v')!r}")
+        raise SessionIncompatible(
+            f"session {session_id!r} is stored in format {fields.get(b'v')!r} by another release; this "
+            f"replica reads format {FORMAT_VERSION!r}: continue it on a replica of that release, or open a "
+            "new one"
+        )
 
     def text(name: str) -> str:
         return fields[name.encode()].decode()
@@ -186,6 +200,7 @@ class SessionStore(Protocol):
     """Where sessions live. Every method raises `StoreUnavailable` when the store does not answer in time."""
 
     ttl_s: int
+    remote: bool  # every call is a network round trip
 
     async def create(self, state: SessionState) -> None:
         """Store a new session with a fresh TTL."""
@@ -222,6 +237,8 @@ class SessionStore(Protocol):
 
 class MemorySessionStore:
     """The in-process store: one machine, no Redis. Same encoding and semantics as `RedisSessionStore`."""
+
+    remote = False  # reading it costs no round trip: nothing to save by remembering states
 
     def __init__(self, ttl_s: int, max_sessions: int = 100_000):
         self.ttl_s = ttl_s
@@ -351,6 +368,8 @@ class RedisSessionStore:
     Scripts use `TIME` before writing, so Redis 5 or later is needed (script effects replication).
     """
 
+    remote = True
+
     def __init__(
         self,
         client: aioredis.Redis,
@@ -479,7 +498,7 @@ class RedisSessionStore:
         return int(total)
 
     async def close(self) -> None:
-        await self.client.aclose()
+        await self.client.aclose(close_connection_pool=True)  # the pool is ours: its connections too
 
 
 def build_store(

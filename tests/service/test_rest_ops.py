@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 
 from poselift import Lifter
+from poselift.runtimes import resolve_backend
 from tests.service.testkit import Clip, LiveServer, lift_rest, push_in_batches
 
 
@@ -20,7 +21,7 @@ def test_ops_health_ready_and_model(live: LiveServer, store_kind: str, lifter: L
     assert model["training_data"] == lifter.metadata.get("training_data")
     assert model["validation"] == lifter.metadata.get("validation")
     assert model["units"] == "mm"
-    assert model["backend"] == lifter.backend == "onnx"  # the CPU default: the fastest measured there
+    assert model["backend"] == lifter.backend == resolve_backend("auto", lifter.device)
 
 
 def test_ops_metrics_count_routes_batches_and_sessions(live: LiveServer, clip: Clip) -> None:

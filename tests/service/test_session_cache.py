@@ -20,7 +20,7 @@ from service.errors import SessionNotFound
 from service.lifting import FrameInput, LiftingCore
 from service.metrics import Metrics
 from service.session_cache import SessionCache
-from service.sessions import Camera, RedisSessionStore, SessionState
+from service.sessions import Camera, MemorySessionStore, RedisSessionStore, SessionState
 from tests.service.testkit import TOLERANCE_MM, Clip, RedisServer, make_settings
 
 Body = Callable[[list[LiftingCore]], Awaitable[Any]]
@@ -122,11 +122,48 @@ def test_cache_a_resend_reads_the_store(lifter: Lifter, redis_server: RedisServe
             np.testing.assert_array_equal(pose_a, pose_b)
         assert (await cores[1].get_session(sid, "")).frames_seen == 4
         await cores[0].close_session(sid, "")
-        for frames in ([FrameInput(4, kp[4])], [FrameInput(3, kp[3])]):  # a new frame, a resend
-            with pytest.raises(SessionNotFound):
-                await cores[1].push_frames(sid, frames, "")
+        with pytest.raises(SessionNotFound):  # a resend with a new frame: not answered from memory
+            await cores[1].push_frames(sid, [FrameInput(3, kp[3]), FrameInput(4, kp[4])], "")
+        other = (await cores[1].open_session(camera(clip), "")).session_id
+        await cores[0].close_session(other, "")
+        with pytest.raises(SessionNotFound):  # a new frame: the commit finds the session gone
+            await cores[1].push_frames(other, [FrameInput(0, kp[0])], "")
 
     with_replicas(lifter, redis_server, body)
+
+
+def test_cache_follows_a_store_that_lost_writes(
+    lifter: Lifter, redis_server: RedisServer, clip: Clip
+) -> None:
+    """Redis rolls back to an older state (a restart from an old snapshot): the next push is refused once,
+    recomputed on what Redis holds, and from then on the replica is back to one round trip per push."""
+    kp = clip.keypoints_px
+    client = redis.Redis.from_url(redis_server.url)
+
+    async def body(cores: list[LiftingCore]) -> list[np.ndarray]:
+        core = cores[0]
+        sid = (await core.open_session(camera(clip), "")).session_id
+        key = RedisSessionStore.key(sid)
+        poses = [p for _, p in await core.push_frames(sid, [FrameInput(i, kp[i]) for i in range(5)], "")]
+        snapshot = client.dump(key)
+        await core.push_frames(sid, [FrameInput(i, kp[i]) for i in range(5, 10)], "")  # lost below
+        client.restore(key, 60_000, snapshot, replace=True)
+        for i in range(10, 20):
+            [(_, pose)] = await core.push_frames(sid, [FrameInput(i, kp[i])], "")
+            poses.append(pose)
+        assert core.metrics.registry.get_sample_value("poselift_push_conflicts_total") == 1.0
+        return poses
+
+    poses = with_replicas(lifter, redis_server, body, replicas=1)
+    client.close()
+    kept = [*range(5), *range(10, 20)]  # the history Redis holds: frames 5..9 were lost
+    offline = lifter.lift(kp[kept], clip.width, clip.height, clip.fps)
+    np.testing.assert_allclose(np.stack(poses), offline, rtol=0, atol=TOLERANCE_MM)
+
+
+def test_cache_is_off_for_the_in_process_store(lifter: Lifter) -> None:
+    core = LiftingCore(make_settings(), Engine(lifter), MemorySessionStore(60), Metrics())
+    assert core.sessions_seen.capacity == 0  # reading it costs no round trip
 
 
 def test_cache_another_owner_never_sees_a_remembered_session(
@@ -156,11 +193,12 @@ def test_cache_is_bounded_least_recently_used_first() -> None:
     assert off.get("a" * 16) is None
 
 
-def test_cache_never_goes_back_to_an_older_state() -> None:
+def test_cache_takes_the_latest_word_even_if_older() -> None:
+    """What the store last said wins, even with fewer frames: after lost writes it is the truth."""
     cache = SessionCache(4)
-    newer = state("a" * 16, frames_seen=5)
-    cache.put(newer)
-    cache.put(state("a" * 16, frames_seen=3))  # a slower concurrent push finishing late
-    assert cache.get("a" * 16) is newer
+    cache.put(state("a" * 16, frames_seen=5))
+    rolled_back = state("a" * 16, frames_seen=3)
+    cache.put(rolled_back)
+    assert cache.get("a" * 16) is rolled_back
     cache.drop("a" * 16)
     assert cache.get("a" * 16) is None

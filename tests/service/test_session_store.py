@@ -13,7 +13,7 @@ import pytest
 import redis
 from redis import exceptions as redis_errors
 
-from service.errors import SessionNotFound, StoreUnavailable, TooManySessions
+from service.errors import SessionIncompatible, SessionNotFound, StoreUnavailable, TooManySessions
 from service.sessions import (
     INDEX_KEY,
     KEY_PREFIX,
@@ -341,3 +341,24 @@ def test_store_redis_more_concurrent_calls_than_connections_wait_not_fail(redis_
             await store.close()
 
     assert all(asyncio.run(body()))
+
+
+def test_store_another_release_format_is_incompatible_not_an_error() -> None:
+    fields = encode(state())
+    fields[b"v"] = b"1"  # what the previous release wrote
+    with pytest.raises(SessionIncompatible, match="another release"):
+        decode("s" * 32, fields, 1.0)
+
+
+def test_store_redis_close_closes_its_connections(redis_server: RedisServer) -> None:
+    async def body() -> None:
+        store = RedisSessionStore.from_url(redis_server.url, 60, timeout_s=0.5, max_connections=8)
+        await asyncio.gather(*[store.ping() for _ in range(8)])  # several connections in the pool
+        await store.close()
+
+    client = redis.Redis.from_url(redis_server.url)
+    before = len(client.client_list())
+    asyncio.run(body())
+    time.sleep(0.1)  # let Redis notice the closed sockets
+    assert len(client.client_list()) == before
+    client.close()
