@@ -55,7 +55,11 @@ def export_main(argv: list[str]) -> int:
         print(f"poselift export: {error}", file=sys.stderr)
         return 2
     start = time.perf_counter()
-    data = export_onnx(lifter.model, lifter.checkpoint_id, args.onnx)
+    try:
+        data = export_onnx(lifter.model, lifter.checkpoint_id, args.onnx)
+    except OSError as error:  # the output path cannot be written
+        print(f"poselift export: cannot write {args.onnx}: {error.strerror or error}", file=sys.stderr)
+        return 2
     seconds = time.perf_counter() - start
     print(
         f"wrote {args.onnx} ({len(data) / 1e6:.1f} MB) from checkpoint {lifter.checkpoint_id} "

@@ -68,6 +68,13 @@ def test_export_cli_names_a_missing_checkpoint(tmp_path, capsys):
     assert "no checkpoint at" in capsys.readouterr().err
 
 
+def test_export_cli_names_an_unwritable_output(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    assert main(["export", "--onnx", str(blocker / "x.onnx"), "--checkpoint", "framewise"]) == 2
+    assert "cannot write" in capsys.readouterr().err
+
+
 def test_cached_export_is_reused_only_for_the_same_checkpoint(tmp_path, monkeypatch):
     monkeypatch.setenv("POSELIFT_CACHE_DIR", str(tmp_path))
     model = Seq2SeqLifter(LifterConfig(hidden_size=8, dropout=0.0)).eval()
