@@ -64,7 +64,7 @@ train-framewise: setup
 	$(BIN)/poselift train --model framewise --minutes $(FRAMEWISE_MINUTES) --threads 1 --out runs/framewise \
 	    --export poselift/weights/framewise
 
-VAL := ../shared/data/mocap/cmu_h36m17_val.npz
+VAL := data/mocap/cmu_h36m17_val.npz
 eval: setup
 	$(BIN)/poselift evaluate --data $(VAL) --checkpoint seq2seq --checkpoint framewise \
 	    --json eval/val.json --plot eval/val.png

@@ -26,7 +26,7 @@ import redis
 from poselift.geometry import look_at_rotation, project_to_2d, world_to_camera
 
 ROOT = Path(__file__).resolve().parents[1]
-VAL_DATA = ROOT.parent / "shared" / "data" / "mocap" / "cmu_h36m17_val.npz"
+VAL_DATA = ROOT / "data" / "mocap" / "cmu_h36m17_val.npz"
 WIDTH, HEIGHT = 1920, 1080
 SESSION_PATTERN = "poselift:session:*"  # service/sessions.py KEY_PREFIX
 INDEX_KEY = "poselift:sessions"  # service/sessions.py INDEX_KEY

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -34,7 +35,9 @@ from service.rpc.gen.poselift.v1 import lifter_pb2 as pb
 from service.rpc.gen.poselift.v1 import lifter_pb2_grpc as pb_grpc
 
 J = 17
-VAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mocap" / "cmu_h36m17_val.npz"
+# The validation split of the source checkout, or of the folder POSELIFT_DATA_DIR names (as `poselift train`).
+DATA_DIR = Path(os.environ.get("POSELIFT_DATA_DIR") or Path(__file__).resolve().parents[1] / "data")
+VAL_DATA = DATA_DIR / "mocap" / "cmu_h36m17_val.npz"
 LAYOUTS = {"h36m17": pb.LAYOUT_H36M17, "coco17": pb.LAYOUT_COCO17}
 # What a broken stream may end with: a replica killed (UNAVAILABLE, or a reset stream through a balancer),
 # a server draining (UNAVAILABLE), a reply that never came (our own DEADLINE_EXCEEDED). Others are final.

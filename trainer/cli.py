@@ -10,11 +10,8 @@ from poselift.lifter import Lifter, load_lifter
 from poselift.losses import LossWeights
 from poselift.model import LifterConfig
 from trainer.augment import NO_AUGMENT, AugmentConfig
+from trainer.mocap import split_path
 from trainer.train import TrainConfig, train
-
-DATA_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "mocap"
-DEFAULT_TRAIN = str(DATA_DIR / "cmu_h36m17_train.npz")
-DEFAULT_VAL = str(DATA_DIR / "cmu_h36m17_val.npz")
 
 # Recipes for CPU budgets (README "Training"); the paper's hidden 1024 / lr 1e-5 / 100 epochs assume a GPU.
 RECIPES: dict[str, dict[str, float]] = {
@@ -28,6 +25,17 @@ RECIPES: dict[str, dict[str, float]] = {
         "batch": 128,
         "decay_steps": 600,
         "beta": 1.0,
+    },
+    # VideoPose3D's causal temporal convolution, 81 frames (widths 3·3·3·3), 512 channels; MPJPE loss plus
+    # the offline, pelvis and bone heads (trainer.train.causal_loss); README "Results" says what else was tried.
+    "tcn": {
+        "hidden": 512,
+        "window": 81,
+        "dropout": 0.25,
+        "lr": 1e-3,
+        "batch": 256,
+        "decay_steps": 1000,
+        "beta": 0.0,
     },
     "framewise": {
         "hidden": 1024,
@@ -43,8 +51,10 @@ RECIPES: dict[str, dict[str, float]] = {
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", choices=sorted(RECIPES), default="seq2seq")
-    p.add_argument("--data", default=DEFAULT_TRAIN, help="training split npz")
-    p.add_argument("--val", default=DEFAULT_VAL, help="validation split npz ('' to skip)")
+    p.add_argument("--data", default=None, help="training split npz (default: the CMU train split)")
+    p.add_argument(
+        "--val", default=None, help="validation split npz (default: the CMU val split; '' to skip)"
+    )
     p.add_argument("--out", default=None, help="run directory (default runs/<model>)")
     p.add_argument("--export", default=None, help="also write the best checkpoint here (no suffix)")
     p.add_argument("--hidden", type=int, default=None)
@@ -63,6 +73,21 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
     p.add_argument("--no-augment", action="store_true", help="clean projections only (for tests)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument(
+        "--extra-data",
+        action="append",
+        default=[],
+        metavar="NPZ:SHARE",
+        help="tcn: another training set and the share of windows drawn from it, e.g. "
+        "data/bandai/bandai_h36m17.npz:0.7 (repeatable; the main --data keeps the rest)",
+    )
+    p.add_argument("--init-from", default=None, help="start from this checkpoint's weights (fresh optimiser)")
+    p.add_argument(
+        "--final-lr-ratio",
+        type=float,
+        default=None,
+        help="decay the learning rate exponentially over --minutes to lr × this (tcn default 0.03)",
+    )
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -73,9 +98,19 @@ def run_train(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         return float(recipe[name] if value is None else value)
 
+    window = int(pick("window"))
     model = LifterConfig(
-        kind=args.model, window=int(pick("window")), hidden_size=int(pick("hidden")), dropout=pick("dropout")
+        kind=args.model,
+        window=window,
+        hidden_size=int(pick("hidden")),
+        dropout=pick("dropout"),
+        filter_widths=_filter_widths(window) if args.model == "tcn" else (),
     )
+    extra = []
+    for item in args.extra_data:
+        path, _, share = item.rpartition(":")
+        extra.append((path, float(share)))
+    final_lr = args.final_lr_ratio if args.final_lr_ratio is not None else (0.03 if args.model == "tcn" else 0.0)
     cfg = TrainConfig(
         model=model,
         train_data=args.data,
@@ -93,14 +128,29 @@ def run_train(args: argparse.Namespace) -> int:
         resume=args.resume,
         loss=LossWeights(beta=pick("beta")),
         augment=NO_AUGMENT if args.no_augment else AugmentConfig(),
+        extra_data=tuple(extra),
+        final_lr_ratio=final_lr,
+        init_from=args.init_from,
     )
     best = train(cfg)
     print(json.dumps({"best": best}))
     return 0
 
 
+def _filter_widths(window: int) -> tuple[int, ...]:
+    """Kernel widths of 3 whose product is `window` (27, 81, 243 …); ValueError for other windows."""
+    widths: list[int] = []
+    rest = window
+    while rest > 1 and rest % 3 == 0:
+        widths.append(3)
+        rest //= 3
+    if rest != 1 or len(widths) < 2:
+        raise ValueError(f"a tcn window must be a power of 3 of at least 9 (27, 81, 243), got {window}")
+    return tuple(widths)
+
+
 def add_evaluate_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", default=DEFAULT_VAL, help="mocap npz to evaluate on (e.g. the val split)")
+    p.add_argument("--data", default=None, help="mocap npz to evaluate on (default: the CMU val split)")
     p.add_argument(
         "--checkpoint",
         action="append",
@@ -116,7 +166,13 @@ def train_main(argv: list[str]) -> int:
     """`poselift train …`."""
     parser = argparse.ArgumentParser(prog="poselift train", description="Train a poselift lifter.")
     add_train_args(parser)
-    return run_train(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    try:  # the CMU splits by default: found by POSELIFT_DATA_DIR or in the source checkout
+        args.data = args.data or str(split_path("train"))
+        args.val = str(split_path("val")) if args.val is None else args.val
+    except FileNotFoundError as error:
+        parser.error(str(error))
+    return run_train(args)
 
 
 def evaluate_main(argv: list[str]) -> int:
@@ -125,7 +181,12 @@ def evaluate_main(argv: list[str]) -> int:
         prog="poselift evaluate", description="Score checkpoints on the fixed rig."
     )
     add_evaluate_args(parser)
-    return run_evaluate(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    try:
+        args.data = args.data or str(split_path("val"))
+    except FileNotFoundError as error:
+        parser.error(str(error))
+    return run_evaluate(args)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:

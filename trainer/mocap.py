@@ -1,11 +1,45 @@
-"""Loading the mocap npz files (17-joint world poses, mm, Z up, 30 fps; see shared/data/mocap/README.md)."""
+"""Loading the mocap npz files (17-joint world poses, mm, Z up, 30 fps; see data/mocap/README.md)."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+DATA_DIR_ENV = "POSELIFT_DATA_DIR"
+# The source checkout's data/ (trainer/ sits beside it); an installed trainer has none and needs the setting.
+CHECKOUT_DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+SPLITS = {"train": "cmu_h36m17_train.npz", "val": "cmu_h36m17_val.npz"}
+
+
+def data_dir() -> Path:
+    """The folder that holds `mocap/`: `$POSELIFT_DATA_DIR` if set, else the source checkout's `data/`.
+
+    Raises:
+        FileNotFoundError: neither exists, with what to set.
+    """
+    configured = os.environ.get(DATA_DIR_ENV)
+    folder = Path(configured).expanduser() if configured else CHECKOUT_DATA_DIR
+    if not folder.is_dir():
+        where = f"{DATA_DIR_ENV}={configured}" if configured else f"the source checkout's {folder}"
+        raise FileNotFoundError(
+            f"no training data folder: {where} does not exist. Set {DATA_DIR_ENV} to a folder holding "
+            "mocap/cmu_h36m17_train.npz and mocap/cmu_h36m17_val.npz (data/ of the poselift repository), "
+            "or name the files with --data / --val."
+        )
+    return folder
+
+
+def split_path(split: str) -> Path:
+    """The CMU mocap file of `split` ("train" or "val") under `data_dir()`; FileNotFoundError if missing."""
+    path = data_dir() / "mocap" / SPLITS[split]
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} does not exist: {DATA_DIR_ENV} must name a folder holding mocap/{SPLITS[split]}"
+        )
+    return path
 
 
 @dataclass(frozen=True)

@@ -12,14 +12,13 @@ import numpy as np
 
 from poselift.losses import LossWeights
 from trainer.augment import AugmentConfig, WindowSampler
-from trainer.cli import DEFAULT_TRAIN, DEFAULT_VAL
-from trainer.mocap import Mocap
+from trainer.mocap import Mocap, split_path
 
 
 def main() -> None:
     weights = LossWeights().per_joint().numpy()
-    for name, path in (("train", DEFAULT_TRAIN), ("val", DEFAULT_VAL)):
-        sampler = WindowSampler(Mocap.load(path), 5, AugmentConfig(), np.random.default_rng(0))
+    for name in ("train", "val"):
+        sampler = WindowSampler(Mocap.load(split_path(name)), 5, AugmentConfig(), np.random.default_rng(0))
         target_m = sampler.sample(4096)["target_mm"] / 1000.0  # (B, 5, 17, 3)
         velocity = np.diff(target_m, axis=1)
         speed_mm = np.linalg.norm(velocity, axis=-1).mean() * 1000

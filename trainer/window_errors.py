@@ -14,19 +14,18 @@ import torch
 from poselift.inputs import prepare_keypoints
 from poselift.lifter import load_lifter
 from poselift.windows import causal_windows
-from trainer.cli import DEFAULT_VAL
-from trainer.mocap import Mocap
+from trainer.mocap import Mocap, split_path
 from trainer.rig import HEIGHT_PX, WIDTH_PX, rig_views
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--checkpoint", default="seq2seq")
-    parser.add_argument("--data", default=DEFAULT_VAL)
+    parser.add_argument("--data", default=None, help="mocap npz (default: the CMU val split)")
     args = parser.parse_args()
     lifter = load_lifter(args.checkpoint, "cpu")
     total, frames = np.zeros(lifter.window), 0
-    for view in rig_views(Mocap.load(args.data)):
+    for view in rig_views(Mocap.load(args.data or split_path("val"))):
         kp, sc = prepare_keypoints(view.keypoints_px, WIDTH_PX, HEIGHT_PX)
         w = lifter.window
         with torch.inference_mode():

@@ -1,5 +1,7 @@
 """The public API on the shipped default model."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -8,7 +10,7 @@ from poselift.geometry import look_at_rotation, project_to_2d, world_to_camera
 from poselift.metrics import mpjpe
 from poselift.skeleton import COCO17_JOINTS, H36M17_JOINTS
 
-VAL = "../shared/data/mocap/cmu_h36m17_val.npz"
+VAL = Path(__file__).resolve().parents[2] / "data" / "mocap" / "cmu_h36m17_val.npz"
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,7 @@
 """Runtime backends: TorchScript and ONNX Runtime give eager torch's poses on real validation windows."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -11,7 +13,7 @@ from poselift.inputs import prepare_keypoints
 from poselift.runtimes import BACKENDS, OnnxRuntime, onnx_available, resolve_backend
 from poselift.windows import causal_windows
 
-VAL = "../shared/data/mocap/cmu_h36m17_val.npz"
+VAL = Path(__file__).resolve().parents[2] / "data" / "mocap" / "cmu_h36m17_val.npz"
 
 needs_onnx = pytest.mark.skipif(not onnx_available(), reason="onnxruntime/onnxscript not installed")
 

@@ -32,7 +32,7 @@ from service.api import create_app
 from service.config import Settings
 
 CHECKPOINT = os.environ.get("POSELIFT_TEST_CHECKPOINT", "seq2seq")
-VAL_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "mocap" / "cmu_h36m17_val.npz"
+VAL_DATA = Path(__file__).resolve().parents[2] / "data" / "mocap" / "cmu_h36m17_val.npz"
 WIDTH, HEIGHT, FPS = 1920, 1080, 30.0
 # Poses are float32 through a recurrent network, and ONNX Runtime's kernels round differently for different
 # batch sizes, so the same window lifted in another batch differs by up to ~8e-4 mm (seen in the soak). A

@@ -3,7 +3,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mocap"
+DATA = Path(__file__).resolve().parents[2] / "data" / "mocap"
 TRAIN, VAL = DATA / "cmu_h36m17_train.npz", DATA / "cmu_h36m17_val.npz"
 
 
