@@ -178,6 +178,7 @@ def save_poses_file(path: str | Path, poses: Poses) -> None:
             json.dumps({k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in data.items()})
         )
     elif path.suffix.lower() == ".npz":
-        np.savez(path, **{k: np.asarray(v) for k, v in data.items()})
+        arrays: dict[str, Any] = {k: np.asarray(v) for k, v in data.items()}
+        np.savez(path, **arrays)
     else:
         raise PosesFileError(f"{path}: unknown poses file type {path.suffix!r}; expected .json or .npz")
