@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from poselift import Lifter
 from service.api.handlers import install_error_handlers
@@ -20,8 +22,10 @@ DESCRIPTION = """\
 2D human keypoints in, temporally consistent 3D poses out: camera frame (x right, y down, z forward),
 millimetres, pelvis at the origin, Human3.6M's 17 joints. Send a whole clip to `/v1/lift`, or open a
 session and feed it frame batches as the video runs; both give the same poses.
-Errors are `{"error": {"code", "message"}}`.
+Errors are `{"error": {"code", "message"}}`. A page to watch the poses in 3D is served at `/viewer/`.
 """
+# The viewer page (docs/viewer.md): static files, loaded without a key; the page sends the user's key.
+VIEWER_DIR = Path(__file__).resolve().parent / "static" / "viewer"
 
 
 def create_app(settings: Settings, lifter: Lifter | None = None, core: LiftingCore | None = None) -> FastAPI:
@@ -47,6 +51,7 @@ def create_app(settings: Settings, lifter: Lifter | None = None, core: LiftingCo
     app.state.metrics = metrics
     for module in (lift, sessions, ops):
         app.include_router(module.router)
+    app.mount("/viewer", StaticFiles(directory=VIEWER_DIR, html=True), name="viewer")
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(CatchAllMiddleware)
