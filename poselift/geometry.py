@@ -1,6 +1,6 @@
 """Camera geometry: screen normalisation, world -> camera, pinhole projection, root-relative poses.
 
-Conventions (DESIGN.md): pixels have their origin top-left, x right, y down. The camera frame is OpenCV's
+Conventions (docs/conventions.md): pixels have their origin top-left, x right, y down. The camera frame is OpenCV's
 (x right, y down, z forward), millimetres. The mocap world is right-handed with Z up.
 """
 

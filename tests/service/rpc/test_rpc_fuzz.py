@@ -5,7 +5,7 @@ Every request goes out as raw bytes on a generic channel, so a message can be an
 well-formed message with hostile values: keypoint and score lists of any length, NaN/inf/±1e38 values, zero
 or huge image sizes, NaN or negative fps, unknown layout numbers, seqs anywhere in uint64, session ids of any
 text, frames before the open, a second open, messages over the size limit. Each answer is checked against a
-model of the contract (DESIGN.md, gRPC): which status a request must end with, one reply per frame in order
+model of the contract (docs/grpc.md): which status a request must end with, one reply per frame in order
 with the frame's seq, a pose for a new valid frame, an in-band INVALID_ARGUMENT for a bad one, the stored pose
 for a resent one that is still held (FAILED_PRECONDITION if not). The model mirrors the documented checks
 (`poselift.inputs.prepare_keypoints`): it decides from the bytes sent, as the server must.
@@ -624,7 +624,7 @@ metadata = st.builds(  # an authorization entry (or none) among other entries, i
 
 
 def presented_key(entries: Sequence[tuple[str, str]]) -> str | None:
-    """The key a request presents: that of its `authorization: Bearer <key>` entry (DESIGN.md)."""
+    """The key a request presents: that of its `authorization: Bearer <key>` entry (docs/grpc.md)."""
     for name, value in entries:
         scheme, _, token = value.strip().partition(" ")
         if name == "authorization" and scheme.lower() == "bearer" and token.strip():
