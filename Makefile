@@ -7,9 +7,9 @@ STAMP := $(VENV)/.installed
 # A GPU user runs: make setup TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126"
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup system-tools serve test lint proto train train-seq2seq train-framewise eval bench soak clean
+.PHONY: setup system-tools viewer-vendor serve test lint proto train train-seq2seq train-framewise eval bench soak clean
 
-setup: $(STAMP) system-tools
+setup: $(STAMP) system-tools viewer-vendor
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -18,10 +18,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[train,serve,dev]'
 	touch $(STAMP)
 
-# The tests run a real redis-server and nginx (the balancer of docker-compose.yml) on loopback. Installed here
+# The tests run a real redis-server and nginx (the balancer of docker-compose.yml) on loopback, and the
+# viewer's test drives Debian's chromium (tests/service/test_viewer.py). Installed here
 # when missing and possible (root with apt-get); otherwise those tests skip and say why.
 system-tools:
-	@for pkg in redis-server:redis-server nginx:nginx-light; do \
+	@for pkg in redis-server:redis-server nginx:nginx-light chromium:chromium; do \
 	    tool=$${pkg%%:*}; deb=$${pkg##*:}; \
 	    command -v $$tool >/dev/null 2>&1 || test -x /usr/sbin/$$tool && continue; \
 	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
@@ -33,6 +34,19 @@ system-tools:
 	        echo "note: $$tool is not installed; the tests that need it will skip (apt-get install $$deb)"; \
 	    fi; \
 	done
+
+# The viewer's JavaScript (three.js) from npm, pinned by web/viewer/package-lock.json, copied into
+# service/api/static/viewer/vendor (committed, so serving needs no npm; the viewer test checks the copies
+# against the lock). npm ci runs when the lock is newer than the install; the page fetches nothing else.
+viewer-vendor: $(STAMP)
+	@if ! command -v npm >/dev/null 2>&1; then \
+	    echo "note: npm is not installed; the viewer serves its committed copies of web/viewer's packages"; \
+	elif test web/viewer/node_modules/.package-lock.json -nt web/viewer/package-lock.json || \
+	        npm ci --prefix web/viewer --no-audit --no-fund --loglevel=error; then \
+	    $(BIN)/python web/viewer/vendor.py; \
+	else \
+	    echo "note: npm ci failed; the viewer serves its committed copies of web/viewer's packages"; \
+	fi
 
 serve: setup
 	$(BIN)/poselift serve
