@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # A GPU user runs: make setup TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126"
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup system-tools viewer-vendor serve test lint proto train train-seq2seq train-framewise eval bench soak clean
+.PHONY: setup system-tools viewer-vendor serve test lint proto train train-seq2seq train-framewise eval bench soak container-tools image-test gpu-check clean
 
 setup: $(STAMP) system-tools viewer-vendor
 
@@ -97,6 +97,22 @@ bench: setup
 # POSELIFT_SOAK_SESSIONS, POSELIFT_SOAK_SECONDS, POSELIFT_SOAK_FPS; POSELIFT_SOAK_REPORT=FILE writes it as JSON.
 soak: setup
 	$(BIN)/pytest -q -m soak -s
+
+# The image built from the Dockerfile and run with podman, then docker-compose.yml under podman-compose (Redis,
+# two replicas, nginx), a stream surviving a replica SIGKILL (tests/deploy/test_container.py); prints the
+# build time and image size. Needs root: installs podman, runc and debootstrap (apt-get) and makes local
+# stand-ins of the base images once (deploy/podman, no registry needed); a cold run takes ~10 minutes.
+container-tools:
+	sh deploy/podman/setup.sh
+	sh deploy/podman/make-bases.sh
+
+image-test: setup container-tools
+	$(BIN)/pytest -q -m container -s tests/deploy
+
+# On a machine with CUDA: the cuda-marked tests, the model bench and a serving bench on the GPU, written to
+# bench/GPU.md (bench/gpu_check.py; exits 2 with "no CUDA device" elsewhere). GPU_ARGS="--quick": a few minutes.
+gpu-check: setup
+	$(BIN)/python -m bench.gpu_check $(GPU_ARGS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache
