@@ -207,8 +207,9 @@ def matrix_to_euler_zxy(rotation: np.ndarray) -> np.ndarray:
     At gimbal lock (x = ±90°) y is set to 0 and z carries the whole turn about the vertical.
     """
     r = np.asarray(rotation, dtype=np.float64)
-    x = np.arcsin(np.clip(r[..., 2, 1], -1.0, 1.0))
-    locked = np.abs(r[..., 2, 1]) > 1.0 - 1e-12
+    cos_x = np.hypot(r[..., 2, 0], r[..., 2, 2])
+    x = np.arctan2(r[..., 2, 1], cos_x)  # not arcsin: exact near ±90° too
+    locked = cos_x < 1e-12
     y = np.where(locked, 0.0, np.arctan2(-r[..., 2, 0], r[..., 2, 2]))
     z = np.where(locked, np.arctan2(r[..., 1, 0], r[..., 0, 0]), np.arctan2(-r[..., 0, 1], r[..., 1, 1]))
     return np.stack([z, x, y], axis=-1)
