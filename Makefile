@@ -11,11 +11,12 @@ TORCH_SPEC ?= torch==2.13.0
 
 setup: $(STAMP) system-tools viewer-vendor
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml client/pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet $(TORCH_SPEC)
-	$(BIN)/pip install --quiet -e '.[train,serve,dev]'
+	$(BIN)/pip install --quiet -e ./client  # poselift_client: the gRPC stubs the server imports, and the light client
+	$(BIN)/pip install --quiet -e '.[train,serve,render,dev]'
 	touch $(STAMP)
 
 # The tests run a real redis-server and nginx (the balancer of docker-compose.yml) on loopback, and the
@@ -51,7 +52,8 @@ viewer-vendor: $(STAMP)
 serve: setup
 	$(BIN)/poselift serve
 
-# The gRPC stubs in service/rpc/gen, from protos/ (committed; tests/service/rpc/test_stubs.py checks them).
+# The gRPC stubs in client/poselift_client/gen, from every proto under protos/ (committed;
+# tests/service/rpc/test_stubs.py checks them).
 proto: setup
 	$(BIN)/python protos/generate.py
 
