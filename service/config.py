@@ -12,6 +12,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from service.redis_cluster import CLUSTER_SCHEMES, cluster_seeds, is_cluster_url
+
 ENV_PREFIX = "POSELIFT_"
 
 
@@ -21,7 +23,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
 
     redis_url: str = Field(
-        default="", description="Redis URL for sessions (redis://, rediss://, unix://); empty: in-process"
+        default="",
+        description="Redis URL for sessions (redis://, rediss://, unix://); a Redis Cluster as "
+        "redis+cluster://host:port[,host:port...] (rediss+cluster:// for TLS; any of its nodes, several so a "
+        "replica can start while one is down); empty: in-process",
     )
     checkpoint: str = Field(
         default="seq2seq", description='shipped checkpoint name ("seq2seq", "framewise") or a path'
@@ -117,10 +122,15 @@ class Settings(BaseSettings):
     @classmethod
     def _check_redis_url(cls, url: str) -> str:
         url = url.strip()
-        if url and not url.startswith(("redis://", "rediss://", "unix://")):
+        if url and not url.startswith(("redis://", "rediss://", "unix://", *CLUSTER_SCHEMES)):
             raise ValueError(
-                "must start with redis://, rediss:// or unix:// (or be empty for the in-process store)"
+                "must start with redis://, rediss://, unix://, redis+cluster:// or rediss+cluster:// (or be "
+                "empty for the in-process store)"
             )
+        if is_cluster_url(url):
+            cluster_seeds(url)  # ValueError naming the node that is not host:port
+            if urlsplit(url).path.strip("/") not in ("", "0"):
+                raise ValueError("a Redis Cluster has only database 0")
         return url
 
 

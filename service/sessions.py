@@ -26,6 +26,8 @@ encoding below, so their semantics are identical by construction.
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import itertools
 import os
 import secrets
@@ -37,11 +39,14 @@ from typing import Protocol, TypeVar
 import numpy as np
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.crc import key_slot
 
 from poselift.skeleton import NUM_JOINTS
 from service.errors import SessionIncompatible, SessionNotFound, StoreUnavailable, TooManySessions
+from service.redis_cluster import cluster_client, is_cluster_url
 
 KEY_PREFIX = "poselift:session:"
 INDEX_KEY = "poselift:sessions"  # sorted set: session id -> expiry (epoch ms)
@@ -309,7 +314,7 @@ local function index(id, ttl_s)
 end
 """
 
-# KEYS[1]: the session, KEYS[2]: the index; ARGV[1]: TTL s; ARGV[2]: session id; ARGV[3..]: field, value, ...
+# KEYS[1]: the session, KEYS[2]: its index; ARGV[1]: TTL s; ARGV[2]: session id; ARGV[3..]: field, value, ...
 _CREATE_LUA = (
     _INDEX_LUA
     + """
@@ -320,7 +325,7 @@ return 1
 """
 )
 
-# KEYS[1]: the session, KEYS[2]: the index; ARGV[1]: TTL s; ARGV[2]: session id; ARGV[3]: expected revision;
+# KEYS[1]: the session, KEYS[2]: its index; ARGV[1]: TTL s; ARGV[2]: session id; ARGV[3]: expected revision;
 # ARGV[4..]: field, value, field, value, ... Returns {1} written, {-1} no such session, or {0, PTTL ms,
 # {field, value, ...}}: refused, with the stored state, so the loser needs no second round trip to re-read.
 _COMMIT_LUA = (
@@ -338,7 +343,18 @@ return {1}
 """
 )
 
-# KEYS[1]: the index. The live sessions: ids whose expiry is still ahead.
+# KEYS[1]: the session. {PTTL ms, {field, value, ...}} in one atomic read ({-2, {}} when there is none).
+_LOAD_LUA = """
+return {redis.call('PTTL', KEYS[1]), redis.call('HGETALL', KEYS[1])}
+"""
+
+# KEYS[1]: the session, KEYS[2]: its index; ARGV[1]: session id. 1 if there was a session, else 0.
+_DELETE_LUA = """
+redis.call('ZREM', KEYS[2], ARGV[1])
+return redis.call('DEL', KEYS[1])
+"""
+
+# KEYS[1]: an index. Its live sessions: ids whose expiry is still ahead.
 _COUNT_LUA = """
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -346,25 +362,77 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_ms)
 return redis.call('ZCARD', KEYS[1])
 """
 
-# Redis answered, but cannot serve now (loading, a read-only replica after a failover, out of memory): like an
-# unreachable Redis, a 503 to retry. Any other RedisError is a bug of ours (a 500, its traceback logged).
+CLUSTER_SLOTS = 16384  # Redis Cluster's hash slots
+CLUSTER_TAGS = 256  # hash tags a cluster's sessions spread over, one index each
+
+
+@functools.cache
+def cluster_tags(count: int = CLUSTER_TAGS) -> tuple[str, ...]:
+    """`count` hash tags whose slots are evenly spaced (tag k hashes to slot k * 16384 / count), so masters
+    that hold equal slot ranges (as `redis-cli --cluster create` and `rebalance` make them) hold equal shares
+    of the sessions: the smallest decimal numbers that hash there, found once per process."""
+    wanted = {k * CLUSTER_SLOTS // count: k for k in range(count)}
+    tags: dict[int, str] = {}
+    for number in itertools.count():
+        k = wanted.get(key_slot(str(number).encode()))
+        if k is not None:
+            tags.setdefault(k, str(number))
+            if len(tags) == count:
+                return tuple(tags[k] for k in range(count))
+    raise AssertionError("unreachable")
+
+
+@dataclass(frozen=True)
+class KeyLayout:
+    """The Redis keys of a session and of the index of live sessions.
+
+    One Redis (`tags` empty): the hash `poselift:session:<id>`, one index `poselift:sessions`. A cluster:
+    the slot the id hashes to picks one of `CLUSTER_TAGS` hash tags; the session
+    `poselift:session:{<tag>}<id>` and its index `poselift:sessions:{<tag>}` share it, so they share a slot
+    and every script touches one slot.
+    Sessions spread over all masters; the live sessions are counted over every index.
+    """
+
+    tags: tuple[str, ...] = ()
+
+    def _tag(self, session_id: str) -> str:
+        return self.tags[key_slot(session_id.encode()) * len(self.tags) // CLUSTER_SLOTS]
+
+    def session(self, session_id: str) -> str:
+        if not self.tags:
+            return KEY_PREFIX + session_id
+        return f"{KEY_PREFIX}{{{self._tag(session_id)}}}{session_id}"
+
+    def index(self, session_id: str) -> str:
+        return f"{INDEX_KEY}:{{{self._tag(session_id)}}}" if self.tags else INDEX_KEY
+
+    def indexes(self) -> list[str]:
+        return [f"{INDEX_KEY}:{{{tag}}}" for tag in self.tags] if self.tags else [INDEX_KEY]
+
+
+# Redis answered, but cannot serve now (loading, a read-only replica after a failover, out of memory, a
+# cluster with a slot unserved or mid-failover, no cluster node reachable): like an unreachable Redis, a 503.
+# Any other RedisError is a bug of ours (a 500, its traceback logged).
 _UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
-    redis_errors.ConnectionError,  # BusyLoadingError (LOADING) and AuthenticationError included
+    redis_errors.ConnectionError,  # BusyLoadingError (LOADING), AuthenticationError, MaxConnectionsError
     redis_errors.TimeoutError,
     redis_errors.ReadOnlyError,
     redis_errors.OutOfMemoryError,
-    redis_errors.MasterDownError,
+    redis_errors.ClusterError,  # CLUSTERDOWN, MASTERDOWN, redirections without end
     redis_errors.TryAgainError,
+    redis_errors.RedisClusterException,  # the client found no node to ask, or a slot no node serves
     OSError,
     TimeoutError,  # our own deadline (asyncio.timeout)
 )
 
 
 class RedisSessionStore:
-    """Sessions in Redis, one hash per session, commits by a Lua compare-and-set on the revision token.
+    """Sessions in Redis (one server or a cluster), one hash per session, commits by a Lua compare-and-set on
+    the revision token.
 
     Every call is bounded by `timeout_s` (socket timeouts plus an overall deadline), so an unreachable Redis
-    turns into `StoreUnavailable` (503) quickly; the connection pool reconnects by itself once Redis is back.
+    turns into `StoreUnavailable` (503) quickly; the client reconnects by itself once Redis is back (on a
+    cluster: re-reads the topology, so it follows a failover). Every call is one script on one slot.
     Scripts use `TIME` before writing, so Redis 5 or later is needed (script effects replication).
     """
 
@@ -372,18 +440,28 @@ class RedisSessionStore:
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: aioredis.Redis | RedisCluster,
         ttl_s: int,
         timeout_s: float = 0.5,
         on_error: Callable[[str], None] | None = None,
+        layout: KeyLayout = KeyLayout(),
+        max_in_flight: int = 0,
     ):
+        """
+        Args:
+            layout: the key names (`KeyLayout(cluster_tags())` on a cluster).
+            max_in_flight: calls at once at most (0: no bound); more wait their turn within `timeout_s`.
+        """
         self.client = client
         self.ttl_s = ttl_s
         self.timeout_s = timeout_s
         self.on_error = on_error
+        self.layout = layout
+        self._turns = asyncio.Semaphore(max_in_flight) if max_in_flight else None
         self._create_script = client.register_script(_CREATE_LUA)
         self._commit_script = client.register_script(_COMMIT_LUA)
-        self._count_script = client.register_script(_COUNT_LUA)
+        self._load_script = client.register_script(_LOAD_LUA)
+        self._delete_script = client.register_script(_DELETE_LUA)
 
     @classmethod
     def from_url(
@@ -394,12 +472,18 @@ class RedisSessionStore:
         on_error: Callable[[str], None] | None = None,
         max_connections: int = 64,
     ) -> RedisSessionStore:
-        """A store on a new client for `url` with bounded timeouts and one immediate reconnect attempt.
+        """A store on a new client for `url` (a cluster for `redis+cluster://`) with bounded timeouts and one
+        immediate reconnect attempt.
 
         Args:
-            max_connections: connections to Redis at most; a call that finds them all busy waits for one
-                (within `timeout_s`) rather than failing, so many concurrent streams queue, not error.
+            max_connections: connections to Redis (to each node of a cluster) at most; a call that finds them
+                all busy waits for one (within `timeout_s`) rather than failing, so many concurrent streams
+                queue, not error.
         """
+        if is_cluster_url(url):
+            cluster = cluster_client(url, timeout_s, max_connections)
+            # The cluster client refuses a call when a node's connections are all busy: calls queue here.
+            return cls(cluster, ttl_s, timeout_s, on_error, KeyLayout(cluster_tags()), max_connections)
         pool = aioredis.BlockingConnectionPool.from_url(
             url,
             max_connections=max_connections,
@@ -411,9 +495,9 @@ class RedisSessionStore:
         )
         return cls(aioredis.Redis(connection_pool=pool), ttl_s, timeout_s, on_error)
 
-    @staticmethod
-    def key(session_id: str) -> str:
-        return KEY_PREFIX + session_id
+    def key(self, session_id: str) -> str:
+        """The session's hash."""
+        return self.layout.session(session_id)
 
     async def _call(self, operation: str, call: Awaitable[T], count_errors: bool = True) -> T:
         """Await `call` within the time bound; Redis down or unable to serve -> `StoreUnavailable`.
@@ -422,8 +506,11 @@ class RedisSessionStore:
             count_errors: report failures to `on_error` (the store-errors counter).
         """
         try:
-            async with asyncio.timeout(self.timeout_s):  # the whole call, retries and reconnects included
-                return await call
+            async with asyncio.timeout(self.timeout_s):  # the whole call, queueing, retries, reconnects
+                if self._turns is None:
+                    return await call
+                async with self._turns:
+                    return await call
         except _UNAVAILABLE_ERRORS as error:
             if count_errors and self.on_error is not None:
                 self.on_error(operation)
@@ -439,6 +526,9 @@ class RedisSessionStore:
             if count_errors and self.on_error is not None:
                 self.on_error(operation)
             raise  # a command Redis refused: our bug, not an outage
+        finally:
+            if inspect.iscoroutine(call):
+                call.close()  # not awaited if the deadline passed in the queue: no "never awaited" warning
 
     def _write_args(
         self, state: SessionState, fields: dict[bytes, bytes], *head: str | int
@@ -448,29 +538,23 @@ class RedisSessionStore:
             args += [name, value]
         return args
 
+    def _keys(self, session_id: str) -> list[str]:
+        return [self.layout.session(session_id), self.layout.index(session_id)]
+
     async def create(self, state: SessionState) -> None:
-        keys = [self.key(state.session_id), INDEX_KEY]
-        await self._call(
-            "create", self._create_script(keys=keys, args=self._write_args(state, encode(state)))
-        )
+        args = self._write_args(state, encode(state))
+        await self._call("create", self._create_script(keys=self._keys(state.session_id), args=args))
 
     async def load(self, session_id: str) -> SessionState:
-        async def run() -> list[object]:
-            async with self.client.pipeline(transaction=True) as pipe:
-                pipe.hgetall(self.key(session_id))
-                pipe.pttl(self.key(session_id))
-                return await pipe.execute()
-
-        fields, pttl = await self._call("load", run())
-        if not fields:
+        pttl, flat = await self._call("load", self._load_script(keys=[self.layout.session(session_id)]))
+        if not flat:
             raise SessionNotFound(session_id)
-        assert isinstance(fields, dict) and isinstance(pttl, int)
-        return decode(session_id, fields, max(pttl, 0) / 1000.0)
+        fields = dict(zip(flat[::2], flat[1::2], strict=True))
+        return decode(session_id, fields, max(int(pttl), 0) / 1000.0)
 
     async def commit(self, state: SessionState, expected_revision: str) -> tuple[bool, SessionState]:
-        keys = [self.key(state.session_id), INDEX_KEY]
         args = self._write_args(state, encode_progress(state), expected_revision)
-        result = await self._call("commit", self._commit_script(keys=keys, args=args))
+        result = await self._call("commit", self._commit_script(keys=self._keys(state.session_id), args=args))
         if result[0] == -1:
             raise SessionNotFound(state.session_id)
         if result[0] == 1:
@@ -480,25 +564,41 @@ class RedisSessionStore:
         return False, decode(state.session_id, fields, max(int(pttl), 0) / 1000.0)
 
     async def delete(self, session_id: str) -> bool:
-        async def run() -> list[object]:
-            async with self.client.pipeline(transaction=True) as pipe:
-                pipe.delete(self.key(session_id))
-                pipe.zrem(INDEX_KEY, session_id)
-                return await pipe.execute()
-
-        removed, _ = await self._call("delete", run())
-        return bool(removed)
+        script = self._delete_script(keys=self._keys(session_id), args=[session_id])
+        return bool(await self._call("delete", script))
 
     async def ping(self) -> None:
-        await self._call("ping", self.client.ping())
+        """The store answers; a cluster also says every slot is served (`cluster_state:ok`)."""
+        if not isinstance(self.client, RedisCluster):
+            await self._call("ping", self.client.ping())
+            return
+        info = await self._call("ping", self.client.cluster_info())
+        if info.get("cluster_state") != "ok":
+            if self.on_error is not None:
+                self.on_error("ping")
+            raise StoreUnavailable(
+                f"the session store is unreachable (ping: cluster_state {info.get('cluster_state')}); "
+                "retry later"
+            )
 
     async def count(self) -> int:
-        """Live sessions from the index (O(log N)); a failure is not counted as a store error (a scrape)."""
-        total = await self._call("count", self._count_script(keys=[INDEX_KEY]), count_errors=False)
-        return int(total)
+        """Live sessions from the indexes (O(log N) each; one round trip per cluster node), never a scan of
+        the keyspace; a failure is not counted as a store error (a scrape)."""
+
+        async def run() -> list[object]:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for index in self.layout.indexes():
+                    pipe.eval(_COUNT_LUA, 1, index)
+                return await pipe.execute()
+
+        totals = await self._call("count", run(), count_errors=False)
+        return sum(int(total) for total in totals)  # type: ignore[call-overload]
 
     async def close(self) -> None:
-        await self.client.aclose(close_connection_pool=True)  # the pool is ours: its connections too
+        if isinstance(self.client, RedisCluster):
+            await self.client.aclose()  # its nodes' connections too
+        else:
+            await self.client.aclose(close_connection_pool=True)  # the pool is ours: its connections too
 
 
 def build_store(
@@ -509,7 +609,8 @@ def build_store(
     on_error: Callable[[str], None] | None = None,
     redis_connections: int = 64,
 ) -> SessionStore:
-    """Redis when a URL is given, else the in-process store."""
+    """Redis (one server, or a cluster for `redis+cluster://`) when a URL is given, else the in-process
+    store."""
     if redis_url:
         return RedisSessionStore.from_url(redis_url, ttl_s, timeout_s, on_error, redis_connections)
     return MemorySessionStore(ttl_s, max_sessions)
