@@ -41,7 +41,8 @@ extra = p['optional-dependencies']; print('\n'.join(p['dependencies'] + extra['s
         > /tmp/requirements.txt \
     && pip install -r /tmp/requirements.txt
 
-# The source (with the shipped checkpoints in poselift/weights and the generated gRPC stubs).
+# The source (with the shipped checkpoints in poselift/weights); the generated gRPC stubs are in the client.
+COPY client ./client
 COPY README.md ./
 COPY poselift ./poselift
 COPY service ./service
@@ -49,8 +50,8 @@ COPY trainer ./trainer
 COPY examples ./examples
 # Loading each shipped checkpoint once here checks it and exports its ONNX graph into POSELIFT_CACHE_DIR
 # (read-only for the service user), so a replica starts without the ~3 s export.
-RUN pip install --no-deps . \
-    && python -c "import service.rpc, trainer; from poselift import load_lifter; load_lifter('seq2seq', 'cpu'); load_lifter('framewise', 'cpu')" \
+RUN pip install --no-deps ./client . \
+    && python -c "import service.rpc.server, trainer; from poselift import load_lifter; load_lifter('seq2seq', 'cpu'); load_lifter('framewise', 'cpu')" \
     && mkdir -p /app/runs && chown poselift:poselift /app/runs
 
 USER poselift

@@ -27,9 +27,9 @@ from typing import Any
 import grpc
 import httpx
 import numpy as np
+from poselift_client.gen.poselift.v1 import lifter_pb2 as pb
 
 from bench.loadkit import Clip, cpu_seconds
-from service.rpc.gen.poselift.v1 import lifter_pb2 as pb
 
 STREAM_METHOD = "/poselift.v1.PoseLifter/StreamLift"
 POSE_VALUES = 17 * 3

@@ -30,9 +30,8 @@ from typing import Any
 
 import grpc
 import numpy as np
-
-from service.rpc.gen.poselift.v1 import lifter_pb2 as pb
-from service.rpc.gen.poselift.v1 import lifter_pb2_grpc as pb_grpc
+from poselift_client.gen.poselift.v1 import lifter_pb2 as pb
+from poselift_client.gen.poselift.v1 import lifter_pb2_grpc as pb_grpc
 
 J = 17
 # The validation split of the source checkout, or of the folder POSELIFT_DATA_DIR names (as `poselift train`).

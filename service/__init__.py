@@ -1,1 +1,1 @@
-"""The poselift service: REST (and, later, gRPC) over one transport-agnostic lifting core."""
+"""The poselift service: REST and gRPC over one transport-agnostic lifting core."""

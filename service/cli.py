@@ -27,8 +27,7 @@ from service.api import create_app
 from service.config import ENV_PREFIX, Settings, describe_error
 from service.engine import load_model
 from service.lifting import LiftingCore, serving_core
-from service.rpc import RpcServer
-from service.rpc.server import NOTICE_S
+from service.rpc.server import NOTICE_S, RpcServer
 
 log = logging.getLogger("poselift.serve")
 GRACE_S = 10

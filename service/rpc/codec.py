@@ -12,11 +12,11 @@ from typing import TypeVar
 
 import numpy as np
 from google.protobuf.message import DecodeError, Message
+from poselift_client.gen.poselift.v1 import lifter_pb2 as pb
 
 from poselift.skeleton import NUM_JOINTS
 from service.errors import InvalidInput, MalformedRequest, ServiceError
 from service.lifting import SessionInfo
-from service.rpc.gen.poselift.v1 import lifter_pb2 as pb
 from service.sessions import DEFAULT_FPS, Camera
 
 LAYOUTS = {pb.LAYOUT_UNSPECIFIED: "h36m17", pb.LAYOUT_H36M17: "h36m17", pb.LAYOUT_COCO17: "coco17"}

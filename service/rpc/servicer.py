@@ -16,12 +16,12 @@ from contextlib import contextmanager
 from typing import Any
 
 import grpc
+from poselift_client.gen.poselift.v1 import lifter_pb2 as pb
+from poselift_client.gen.poselift.v1 import lifter_pb2_grpc as pb_grpc
 
 from service.errors import InvalidInput, Unavailable
 from service.lifting import FrameInput, LiftingCore, SessionInfo
 from service.rpc import codec
-from service.rpc.gen.poselift.v1 import lifter_pb2 as pb
-from service.rpc.gen.poselift.v1 import lifter_pb2_grpc as pb_grpc
 from service.rpc.status import IN_BAND, abort, status_code
 
 SERVICE = pb.DESCRIPTOR.services_by_name["PoseLifter"].full_name  # "poselift.v1.PoseLifter"

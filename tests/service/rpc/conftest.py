@@ -6,9 +6,9 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
+from poselift_client.gen.poselift.v1 import lifter_pb2_grpc as pb_grpc
 
 from poselift import Lifter
-from service.rpc.gen.poselift.v1 import lifter_pb2_grpc as pb_grpc
 from tests.service.rpc.rpckit import RpcLive
 from tests.service.testkit import make_settings
 

@@ -23,15 +23,15 @@ import httpx
 import numpy as np
 import uvicorn
 import yaml
+from poselift_client.gen.poselift.v1 import lifter_pb2 as pb
+from poselift_client.gen.poselift.v1 import lifter_pb2_grpc as pb_grpc
 
 from poselift import Lifter
 from service.api import create_app
 from service.config import Settings
 from service.healthcheck import check_grpc, check_rest
 from service.lifting import LiftingCore, serving_core
-from service.rpc import RpcServer
-from service.rpc.gen.poselift.v1 import lifter_pb2 as pb
-from service.rpc.gen.poselift.v1 import lifter_pb2_grpc as pb_grpc
+from service.rpc.server import RpcServer
 from tests.service.testkit import CHECKPOINT, Clip, free_port
 
 ROOT = Path(__file__).resolve().parents[3]

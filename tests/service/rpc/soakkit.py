@@ -26,9 +26,9 @@ from typing import Any
 
 import grpc
 import numpy as np
+from poselift_client.gen.poselift.v1 import lifter_pb2 as pb
+from poselift_client.gen.poselift.v1 import lifter_pb2_grpc as pb_grpc
 
-from service.rpc.gen.poselift.v1 import lifter_pb2 as pb
-from service.rpc.gen.poselift.v1 import lifter_pb2_grpc as pb_grpc
 from tests.service.rpc.rpckit import Replica, metric
 from tests.service.testkit import TOLERANCE_MM, Clip, free_port, project_segment
 

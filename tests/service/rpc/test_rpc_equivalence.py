@@ -5,9 +5,9 @@ from __future__ import annotations
 import grpc
 import httpx
 import numpy as np
+from poselift_client.gen.poselift.v1 import lifter_pb2_grpc as pb_grpc
 
 from poselift import Lifter
-from service.rpc.gen.poselift.v1 import lifter_pb2_grpc as pb_grpc
 from tests.service.rpc.rpckit import (
     RpcLive,
     frame,

@@ -29,10 +29,10 @@ import pytest
 from google.protobuf.message import DecodeError
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
+from poselift_client.gen.poselift.v1 import lifter_pb2 as pb
+from poselift_client.gen.poselift.v1 import lifter_pb2_grpc as pb_grpc
 
 from poselift import Lifter
-from service.rpc.gen.poselift.v1 import lifter_pb2 as pb
-from service.rpc.gen.poselift.v1 import lifter_pb2_grpc as pb_grpc
 from tests.service.rpc.rpckit import RpcLive, frame, offline, open_request, poses_of, resume_request
 from tests.service.testkit import TOLERANCE_MM, Clip, RedisServer, make_settings
 

@@ -23,10 +23,10 @@ import grpc
 import httpx
 import numpy as np
 import pytest
+from poselift_client.gen.poselift.v1 import lifter_pb2_grpc as pb_grpc
 
 from poselift import Lifter
 from service.api import create_app
-from service.rpc.gen.poselift.v1 import lifter_pb2_grpc as pb_grpc
 from tests.service.rpc.rpckit import Replica
 from tests.service.rpc.soakkit import (
     AofRedis,

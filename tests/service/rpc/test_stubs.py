@@ -9,7 +9,7 @@ from pathlib import Path
 from tests.service.rpc.rpckit import ROOT
 
 PROTO = ROOT / "protos" / "poselift" / "v1" / "lifter.proto"
-GEN = ROOT / "service" / "rpc" / "gen"
+GEN = ROOT / "client" / "poselift_client" / "gen"
 
 
 def test_stubs_committed_are_current(tmp_path: Path) -> None:

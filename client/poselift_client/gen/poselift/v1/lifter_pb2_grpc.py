@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from service.rpc.gen.poselift.v1 import lifter_pb2 as poselift_dot_v1_dot_lifter__pb2
+from poselift_client.gen.poselift.v1 import lifter_pb2 as poselift_dot_v1_dot_lifter__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
