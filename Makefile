@@ -7,9 +7,9 @@ STAMP := $(VENV)/.installed
 # A GPU user runs: make setup TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126"
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup system-tools viewer-vendor serve test lint proto train train-seq2seq train-framewise eval bench soak container-tools image-test gpu-check clean
+.PHONY: setup system-tools viewer-vendor video-setup serve test lint proto train train-seq2seq train-framewise eval bench soak container-tools image-test gpu-check clean
 
-setup: $(STAMP) system-tools viewer-vendor
+setup: $(STAMP) system-tools viewer-vendor video-setup
 
 $(STAMP): pyproject.toml client/pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -35,6 +35,32 @@ system-tools:
 	        echo "note: $$tool is not installed; the tests that need it will skip (apt-get install $$deb)"; \
 	    fi; \
 	done
+
+# `poselift video`'s 2D detector (detector/: MediaPipe 0.10.21 BlazePose, OpenCV, norfair) in its own
+# environment: MediaPipe pins numpy < 2 and protobuf < 5, which the server's (protobuf 7) cannot hold; and the
+# real test video, Debian's opencv-doc (examples/data/vtest.avi). A failure is a note: the video tests skip.
+VIDEO_VENV := .venv-video
+VIDEO_STAMP := $(VIDEO_VENV)/.installed
+VTEST := /usr/share/doc/opencv-doc/examples/data/vtest.avi
+video-setup:
+	@$(MAKE) --no-print-directory $(VIDEO_STAMP) || \
+	    echo "note: could not build $(VIDEO_VENV); poselift video and its tests need it (make video-setup)"
+	@test -f $(VTEST) && exit 0; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing opencv-doc (the test video)"; \
+	    (DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends opencv-doc >/dev/null 2>&1 || \
+	     (apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+	      --no-install-recommends opencv-doc >/dev/null 2>&1)) || \
+	        echo "note: could not install opencv-doc; the video tests will skip"; \
+	else \
+	    echo "note: $(VTEST) is missing; the video tests will skip (apt-get install opencv-doc)"; \
+	fi
+
+$(VIDEO_STAMP): detector/pyproject.toml
+	test -x $(VIDEO_VENV)/bin/python || $(PY) -m venv $(VIDEO_VENV) || python3 -m venv $(VIDEO_VENV)
+	$(VIDEO_VENV)/bin/pip install --quiet --upgrade pip
+	$(VIDEO_VENV)/bin/pip install --quiet -e ./detector
+	touch $(VIDEO_STAMP)
 
 # The viewer's JavaScript (three.js) from npm, pinned by web/viewer/package-lock.json, copied into
 # service/api/static/viewer/vendor (committed, so serving needs no npm; the viewer test checks the copies

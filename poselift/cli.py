@@ -23,12 +23,13 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "serve REST and gRPC with the configured checkpoint (POSELIFT_* settings)",
     ),
     "export": ("poselift.cli", "export_main", "export a checkpoint's network to ONNX, checked against torch"),
+    "video": ("poselift_video.cli", "video_main", "find, track and lift the people in a video (docs/video.md)"),
 }
 
 
 def _usage() -> str:
     lines = ["usage: poselift {" + ",".join(COMMANDS) + "} [options]", "", "2D keypoints -> 3D poses", ""]
-    lines += [f"  {name:<9} {help_}" for name, (_, _, help_) in COMMANDS.items()]
+    lines += [f"  {name:<11} {help_}" for name, (_, _, help_) in COMMANDS.items()]
     lines += ["", "`poselift COMMAND --help` describes each command's options."]
     return "\n".join(lines)
 
