@@ -101,3 +101,48 @@ def root_relative(poses_mm: np.ndarray) -> np.ndarray:
     """(..., J, 3) poses -> the same with the pelvis (root) subtracted, so the pelvis is at the origin."""
     poses_mm = np.asarray(poses_mm)
     return poses_mm - poses_mm[..., ROOT : ROOT + 1, :]
+
+
+DEFAULT_HFOV_DEG = 65.0  # field of view across the longer image side assumed when a client gives no focal
+
+
+def default_focal_px(width: float, height: float) -> float:
+    """The focal length assumed when none is given: a 65° field of view across the longer image side.
+
+    65° is typical of phone main cameras and webcams (35 mm-equivalent focal length ~28 mm). A wrong focal
+    length scales the returned depth of the pelvis (depth ∝ focal), not the pose.
+    """
+    return float(max(width, height) / (2.0 * np.tan(np.deg2rad(DEFAULT_HFOV_DEG) / 2.0)))
+
+
+def camera_in_normalised_units(
+    width: float,
+    height: float,
+    focal_px: float | None = None,
+    principal_px: tuple[float, float] | None = None,
+) -> tuple[float, np.ndarray]:
+    """(focal, principal point (2,)) in `normalize_screen_coordinates`' units; defaults: see above, centre."""
+    focal = default_focal_px(width, height) if focal_px is None else float(focal_px)
+    principal = np.array([width / 2.0, height / 2.0] if principal_px is None else principal_px, np.float64)
+    return focal * 2.0 / width, normalize_screen_coordinates(principal, float(width), float(height)).astype(
+        np.float64
+    )
+
+
+def root_from_code(code: np.ndarray, focal_norm: float, principal_norm: np.ndarray) -> np.ndarray:
+    """The pelvis in the camera frame (mm) from a root code of the tcn's root head.
+
+    A root code is (u, v, d): the pelvis' image position in screen-normalised units and its depth divided by
+    the normalised focal length. Then X = d·(u - cx), Y = d·(v - cy), Z = d·f (all normalised units cancel).
+
+    Args:
+        code: (..., 3) root codes.
+        focal_norm: the focal length in screen-normalised units (focal_px · 2 / width).
+        principal_norm: (2,) the principal point in screen-normalised units.
+
+    Returns:
+        (..., 3) float64 mm.
+    """
+    code = np.asarray(code, dtype=np.float64)
+    d = code[..., 2:3]
+    return np.concatenate([d * (code[..., :2] - principal_norm), d * focal_norm], axis=-1)

@@ -26,6 +26,17 @@ RECIPES: dict[str, dict[str, float]] = {
         "decay_steps": 600,
         "beta": 1.0,
     },
+    # VideoPose3D's causal temporal convolution, 81 frames (widths 3·3·3·3), 256 channels; MPJPE loss plus
+    # the offline, pelvis and bone heads (trainer.train.causal_loss); README "Results" says what else was tried.
+    "tcn": {
+        "hidden": 256,
+        "window": 81,
+        "dropout": 0.25,
+        "lr": 1e-3,
+        "batch": 256,
+        "decay_steps": 1000,
+        "beta": 0.0,
+    },
     "framewise": {
         "hidden": 1024,
         "window": 1,
@@ -62,6 +73,21 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
     p.add_argument("--no-augment", action="store_true", help="clean projections only (for tests)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument(
+        "--extra-data",
+        action="append",
+        default=[],
+        metavar="NPZ:SHARE",
+        help="tcn: another training set and the share of windows drawn from it, e.g. "
+        "data/bandai/bandai_h36m17.npz:0.7 (repeatable; the main --data keeps the rest)",
+    )
+    p.add_argument("--init-from", default=None, help="start from this checkpoint's weights (fresh optimiser)")
+    p.add_argument(
+        "--final-lr-ratio",
+        type=float,
+        default=None,
+        help="decay the learning rate exponentially over --minutes to lr × this (tcn default 0.03)",
+    )
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -72,8 +98,20 @@ def run_train(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         return float(recipe[name] if value is None else value)
 
+    window = int(pick("window"))
     model = LifterConfig(
-        kind=args.model, window=int(pick("window")), hidden_size=int(pick("hidden")), dropout=pick("dropout")
+        kind=args.model,
+        window=window,
+        hidden_size=int(pick("hidden")),
+        dropout=pick("dropout"),
+        filter_widths=_filter_widths(window) if args.model == "tcn" else (),
+    )
+    extra = []
+    for item in args.extra_data:
+        path, _, share = item.rpartition(":")
+        extra.append((path, float(share)))
+    final_lr = (
+        args.final_lr_ratio if args.final_lr_ratio is not None else (0.03 if args.model == "tcn" else 0.0)
     )
     cfg = TrainConfig(
         model=model,
@@ -92,10 +130,25 @@ def run_train(args: argparse.Namespace) -> int:
         resume=args.resume,
         loss=LossWeights(beta=pick("beta")),
         augment=NO_AUGMENT if args.no_augment else AugmentConfig(),
+        extra_data=tuple(extra),
+        final_lr_ratio=final_lr,
+        init_from=args.init_from,
     )
     best = train(cfg)
     print(json.dumps({"best": best}))
     return 0
+
+
+def _filter_widths(window: int) -> tuple[int, ...]:
+    """Kernel widths of 3 whose product is `window` (27, 81, 243 …); ValueError for other windows."""
+    widths: list[int] = []
+    rest = window
+    while rest > 1 and rest % 3 == 0:
+        widths.append(3)
+        rest //= 3
+    if rest != 1 or len(widths) < 2:
+        raise ValueError(f"a tcn window must be a power of 3 of at least 9 (27, 81, 243), got {window}")
+    return tuple(widths)
 
 
 def add_evaluate_args(p: argparse.ArgumentParser) -> None:

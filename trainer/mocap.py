@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +51,8 @@ class Mocap:
         clip_starts, clip_lengths: (S,) first row and length of each segment.
         subject, clip_name, action: (S,) strings per segment.
         fps: frame rate of the data (30).
+        joint_exact: (17,) False for joints the data only estimates (Bandai's head points); all True when
+            the file does not say.
     """
 
     positions_mm: np.ndarray
@@ -61,6 +63,7 @@ class Mocap:
     action: np.ndarray
     fps: float
     path: str
+    joint_exact: np.ndarray = field(default_factory=lambda: np.ones(17, dtype=bool))
 
     @classmethod
     def load(cls, path: str | Path) -> Mocap:
@@ -74,6 +77,7 @@ class Mocap:
                 action=d["action"].astype(str),
                 fps=float(d["fps"]),
                 path=str(path),
+                joint_exact=d["joint_exact"].astype(bool) if "joint_exact" in d.files else np.ones(17, bool),
             )
 
     def segment(self, i: int) -> np.ndarray:

@@ -24,9 +24,10 @@ from tqdm import tqdm
 
 from poselift.checkpoint import load_checkpoint, save_checkpoint
 from poselift.lifter import Lifter
-from poselift.losses import LossWeights, lifting_loss
-from poselift.model import FrameLifter, LifterConfig, LiftingNetwork, build_model
-from trainer.augment import AugmentConfig, WindowSampler
+from poselift.losses import LossWeights, bone_lengths, joint_error, lifting_loss, root_error
+from poselift.model import FrameLifter, LifterConfig, LiftingNetwork, TemporalConvLifter, build_model
+from poselift.skeleton import H36M17_PARENTS
+from trainer.augment import AugmentConfig, CausalAugmentConfig, CausalWindowSampler, WindowSampler
 from trainer.evaluate import evaluate_lifters
 from trainer.mocap import Mocap
 
@@ -56,6 +57,15 @@ class TrainConfig:
     stats_batches: int = 40
     loss: LossWeights = field(default_factory=LossWeights)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # The tcn's recipe: more training sets beside `train_data` as (path, share of windows), `train_data`
+    # keeping the rest; its own corruption; head weights; a learning rate decaying with the time budget.
+    extra_data: tuple[tuple[str, float], ...] = ()
+    causal_augment: CausalAugmentConfig = field(default_factory=CausalAugmentConfig)
+    centre_weight: float = 1.0  # the offline (centre-frame) head
+    root_weight: float = 0.2  # the pelvis head (relative error)
+    bone_weight: float = 0.5  # |bone length error| (m), beside MPJPE (m)
+    final_lr_ratio: float = 0.0  # > 0: lr decays exponentially to lr·ratio at the end of `minutes`
+    init_from: str | None = None  # start from this checkpoint's weights (a fresh optimiser)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -84,7 +94,7 @@ def _batch_to(batch: dict[str, np.ndarray], device: torch.device) -> dict[str, t
 
 
 def output_statistics(
-    sampler: WindowSampler, batches: int, batch_size: int
+    sampler: WindowSampler | CausalWindowSampler, batches: int, batch_size: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and std (mm) of root-relative targets without the root, ((J-1)*3,), over augmented windows."""
     targets = np.concatenate([sampler.sample(batch_size)["target_mm"] for _ in range(batches)])
@@ -104,6 +114,40 @@ def validate(model: LiftingNetwork, val: Mocap) -> dict[str, float]:
     }
     out["score"] = round((out["P1_clean"] + out["P1_noisy10"]) / 2, 3)
     return out
+
+
+def causal_loss(
+    net: torch.nn.Module, batch: dict[str, torch.Tensor], cfg: TrainConfig
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The tcn's loss, in metres: MPJPE of the newest and the centre frame, bone-length error, pelvis error.
+
+    MPJPE rather than MSE (VideoPose3D): it is the metric, and it does not let a few gross 2D mistakes
+    dominate the gradient. The bone term charges each bone's length error directly, so the network is
+    rewarded for one consistent skeleton rather than for a pose that is right on average.
+    """
+    module = net.module if isinstance(net, DistributedDataParallel) else net
+    newest, centre, root_newest, root_centre = module.forward_heads(batch["keypoints_norm"], batch["scores"])
+    target = batch["target_mm"] / MM_PER_M  # (B, 2, J, 3)
+    weight = batch["joint_weight"]
+    pos = joint_error(newest / MM_PER_M, target[:, 0], weight)
+    mid = joint_error(centre / MM_PER_M, target[:, 1], weight)
+    exact_bones = weight[:, 1:] * weight[:, list(H36M17_PARENTS[1:])]
+    bone = sum(
+        (
+            (bone_lengths(p / MM_PER_M, H36M17_PARENTS) - bone_lengths(t, H36M17_PARENTS)).abs() * exact_bones
+        ).mean()
+        for p, t in ((newest, target[:, 0]), (centre, target[:, 1]))
+    )
+    root = root_error(
+        root_newest, batch["root_mm"][:, 0], batch["focal_norm"], batch["principal_norm"]
+    ) + root_error(root_centre, batch["root_mm"][:, 1], batch["focal_norm"], batch["principal_norm"])
+    loss = pos + cfg.centre_weight * mid + cfg.bone_weight * bone + cfg.root_weight * root
+    parts = {
+        "mpjpe_mm": float(pos.detach()) * MM_PER_M,
+        "centre_mm": float(mid.detach()) * MM_PER_M,
+        "root_rel": float(root.detach()) / 2,
+    }
+    return loss, parts
 
 
 def _save_state(
@@ -140,15 +184,22 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
     train_data = Mocap.load(cfg.train_data)
     val_data = Mocap.load(cfg.val_data) if cfg.val_data else None
-    sampler = WindowSampler(train_data, cfg.model.window, cfg.augment, rng)
+    causal = cfg.model.kind == "tcn"
+    extra = [(Mocap.load(path), share) for path, share in cfg.extra_data]
+    sources = [(train_data, 1.0 - sum(share for _, share in cfg.extra_data)), *extra]
 
+    def make_sampler(generator: np.random.Generator) -> WindowSampler | CausalWindowSampler:
+        if causal:
+            return CausalWindowSampler(sources, cfg.model.window, cfg.causal_augment, generator)
+        return WindowSampler(train_data, cfg.model.window, cfg.augment, generator)
+
+    sampler = make_sampler(rng)
     model = build_model(cfg.model)
-    stats = output_statistics(
-        WindowSampler(train_data, cfg.model.window, cfg.augment, np.random.default_rng(cfg.seed)),
-        cfg.stats_batches,
-        512,
-    )
+    stats = output_statistics(make_sampler(np.random.default_rng(cfg.seed)), cfg.stats_batches, 512)
     model.scaler.set_statistics(*stats)
+    if cfg.init_from and not (cfg.resume and (out / "last.safetensors").exists()):
+        start, _, _ = load_checkpoint(cfg.init_from, "cpu")
+        model.load_state_dict(start.state_dict())
     model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     step, elapsed0, best = 0, 0.0, math.inf
@@ -159,20 +210,28 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         optimizer.load_state_dict(state["optimizer"])
         step, elapsed0, best = state["step"], state["elapsed_s"], state["best"]
         rng.bit_generator.state = json.loads(state["rng"])
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: cfg.lr_decay ** ((s + step) / cfg.lr_decay_steps)
-    )
+    budget_s = (cfg.minutes or 0.0) * 60.0
+
+    def lr_factor(s: int) -> float:
+        if cfg.final_lr_ratio > 0 and budget_s > 0:  # by time: the budget, not the step count, is fixed
+            return float(cfg.final_lr_ratio ** min((time.monotonic() - t_start) / budget_s, 1.0))
+        return float(cfg.lr_decay ** ((s + step) / cfg.lr_decay_steps))
+
+    t_start = time.monotonic() - elapsed0
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
     net: torch.nn.Module = DistributedDataParallel(model) if world > 1 else model
     meta = {
         "training": {**cfg.to_dict(), "world_size": world, "device": str(device), "torch": torch.__version__},
         "training_data": train_data.describe(),
+        **(
+            {"extra_training_data": [{**d.describe(), "share": share} for d, share in extra]} if extra else {}
+        ),
     }
     log = (out / "metrics.jsonl").open("a") if rank == 0 else None
 
     def checkpoint(name: str, extra: dict[str, Any]) -> None:
         save_checkpoint(out / name, model, {**meta, **extra})
 
-    t_start = time.monotonic() - elapsed0
     next_val = time.monotonic() + cfg.val_every_s
     bar = tqdm(
         total=None if cfg.minutes else cfg.max_steps,
@@ -211,9 +270,14 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
         model.train()
         batch = _batch_to(sampler.sample(cfg.batch_size), device)
-        pred_mm = net(batch["keypoints_norm"], batch["scores"])  # (B, W, J, 3)
-        # Both terms in m²: the paper's mm-space loss, rescaled so gradient clipping has a sane threshold.
-        loss, parts = lifting_loss(pred_mm / MM_PER_M, batch["target_mm"] / MM_PER_M, cfg.loss)
+        if isinstance(model, TemporalConvLifter):
+            if budget_s > 0:  # VideoPose3D's batch-norm momentum decay, 0.1 -> 0.001 over the run
+                model.set_bn_momentum(0.1 * 0.01 ** min((time.monotonic() - t_start) / budget_s, 1.0))
+            loss, parts = causal_loss(net, batch, cfg)
+        else:
+            pred_mm = net(batch["keypoints_norm"], batch["scores"])  # (B, W, J, 3)
+            # Both terms in m²: the paper's mm-space loss, rescaled so gradient clipping has a sane threshold.
+            loss, parts = lifting_loss(pred_mm / MM_PER_M, batch["target_mm"] / MM_PER_M, cfg.loss)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -230,13 +294,14 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 "step": step,
                 "time_s": round(now - t_start, 1),
                 "loss": round(float(loss.detach()), 6),
-                "rmse_mm": round(math.sqrt(parts["mse"]) * MM_PER_M, 2),
+                **({"rmse_mm": round(math.sqrt(parts["mse"]) * MM_PER_M, 2)} if "mse" in parts else {}),
+                **{k: round(v, 5) for k, v in parts.items() if k != "mse"},
                 "lr": schedule.get_last_lr()[0],
                 "windows_per_s": round(windows_seen * world / (now - t_log), 1),
             }
             log.write(json.dumps(rec) + "\n")
             log.flush()
-            bar.set_postfix(rmse_mm=rec["rmse_mm"], lr=f"{rec['lr']:.2e}")
+            bar.set_postfix(loss=rec["loss"], lr=f"{rec['lr']:.2e}")
             windows_seen, t_log = 0, now
     bar.close()
 
