@@ -1,7 +1,7 @@
 """Camera geometry: screen normalisation, world -> camera, pinhole projection, root-relative poses.
 
-Conventions (docs/conventions.md): pixels have their origin top-left, x right, y down. The camera frame is OpenCV's
-(x right, y down, z forward), millimetres. The mocap world is right-handed with Z up.
+Conventions (docs/conventions.md): pixels have their origin top-left, x right, y down. The camera frame is
+OpenCV's (x right, y down, z forward), millimetres. The mocap world is right-handed with Z up.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ bone-length and body-scale variation, Gaussian pixel noise, occasional outlier j
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -180,7 +180,7 @@ class CausalAugmentConfig(AugmentConfig):
     noise_frac_max: float = 0.05
     low_fps_prob: float = 0.1  # windows seen at 15 or 10 fps and linearly resampled to the model's rate
     min_depth_mm: float = 1500.0  # the camera stays at least this far from the pelvis over the window
-    detector: DetectorNoise = DetectorNoise()
+    detector: DetectorNoise = field(default_factory=DetectorNoise)
 
 
 class CausalWindowSampler:

@@ -26,8 +26,8 @@ RECIPES: dict[str, dict[str, float]] = {
         "decay_steps": 600,
         "beta": 1.0,
     },
-    # VideoPose3D's causal temporal convolution, 81 frames (widths 3·3·3·3), 256 channels; MPJPE loss plus
-    # the offline, pelvis and bone heads (trainer.train.causal_loss); README "Results" says what else was tried.
+    # VideoPose3D's causal temporal convolution, 81 frames (widths 3·3·3·3), 256 channels; MPJPE loss
+    # plus offline, pelvis and bone heads (trainer.train.causal_loss); docs/results.md: what else was tried.
     "tcn": {
         "hidden": 256,
         "window": 81,
