@@ -9,7 +9,9 @@ with one 17 x 3 pose per frame; anything else is counted and the first one descr
 Lean on purpose (the clients share the CPU with the server): request messages are serialized once and
 shared by all streams of a process (every session sends the same seqs), one channel (its own TCP
 connection) serves `streams_per_channel` streams, and each stream is one coroutine that writes a frame
-and reads its reply: one frame in flight per stream.
+and reads its reply: one frame in flight per stream. The calls are poselift_client's (`open_stream`, which
+sends the pre-serialized bytes as they are); a broken stream is not resumed but counted as a problem, since
+the bench measures a healthy server and any break is a finding.
 """
 
 from __future__ import annotations
@@ -27,11 +29,11 @@ from typing import Any
 import grpc
 import httpx
 import numpy as np
-from poselift_client.gen.poselift.v1 import lifter_pb2 as pb
+from poselift_client import pb
+from poselift_client.stream import open_stream
 
 from bench.loadkit import Clip, cpu_seconds
 
-STREAM_METHOD = "/poselift.v1.PoseLifter/StreamLift"
 POSE_VALUES = 17 * 3
 GRACE_S = 30.0  # a client still running this long after its span ended is cancelled and counted
 
@@ -137,9 +139,7 @@ async def _stream(
     rtts: list[float],
 ) -> None:
     """One session: open it, then send frames (paced or flat out) until `stop_at`, checking every reply."""
-    call: grpc.aio.StreamStreamCall[bytes, pb.StreamLiftResponse] = channel.stream_stream(
-        STREAM_METHOD, None, pb.StreamLiftResponse.FromString
-    )()
+    call: grpc.aio.StreamStreamCall[bytes, pb.StreamLiftResponse] = open_stream(channel)  # takes bytes
     try:
         await call.write(messages.open)
         reply = await call.read()

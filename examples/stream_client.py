@@ -5,10 +5,11 @@ optionally `scores`, `width`, `height`, `fps`, `layout`), or a clip of the valid
 camera. Frames are sent at the clip's frame rate (like a live camera; `--rate 0`: as fast as the server
 answers) with at most `--in-flight` frames unanswered.
 
-A broken stream (a replica gone, a server draining, no reply within `--reply-timeout`) is resumed with
-`resume_session_id`: the server says the last seq it holds, and the client resends every frame it has no
-answer for; frames the server already took come back with their stored pose, so each frame gets exactly one
-pose and the history is never corrupted.
+The streaming is poselift_client's `StreamLiftClient`: a broken stream (a replica gone, a server draining,
+no reply within `--reply-timeout`) is resumed with `resume_session_id` on the status codes of
+`poselift_client.stream.RESUMABLE` (docs/grpc.md says why those); the server says the last seq it holds, and
+the client resends every frame it has no answer for; frames the server already took come back with their
+stored pose, so each frame gets exactly one pose and the history is never corrupted.
 
     python examples/stream_client.py --val 12                       # a val clip to localhost:50051
     python examples/stream_client.py --json clip.json --target lb:50051 --api-key "$KEY" --out poses.npz
@@ -30,32 +31,14 @@ from typing import Any
 
 import grpc
 import numpy as np
-from poselift_client.gen.poselift.v1 import lifter_pb2 as pb
-from poselift_client.gen.poselift.v1 import lifter_pb2_grpc as pb_grpc
+from poselift_client import pb
+from poselift_client.stream import Resumed, StreamBroken, StreamLiftClient, lift
 
 J = 17
 # The validation split of the source checkout, or of the folder POSELIFT_DATA_DIR names (as `poselift train`).
 DATA_DIR = Path(os.environ.get("POSELIFT_DATA_DIR") or Path(__file__).resolve().parents[1] / "data")
 VAL_DATA = DATA_DIR / "mocap" / "cmu_h36m17_val.npz"
 LAYOUTS = {"h36m17": pb.LAYOUT_H36M17, "coco17": pb.LAYOUT_COCO17}
-# What a broken stream may end with: a replica killed (UNAVAILABLE, or a reset stream through a balancer),
-# a server draining (UNAVAILABLE), a reply that never came (our own DEADLINE_EXCEEDED). Others are final.
-RESUMABLE = {
-    grpc.StatusCode.UNAVAILABLE,
-    grpc.StatusCode.INTERNAL,
-    grpc.StatusCode.UNKNOWN,
-    grpc.StatusCode.CANCELLED,
-    grpc.StatusCode.DEADLINE_EXCEEDED,
-    grpc.StatusCode.ABORTED,
-}
-
-
-class StreamBroken(Exception):
-    """The stream ended before every frame was answered."""
-
-    def __init__(self, code: grpc.StatusCode, details: str):
-        super().__init__(f"{code.name}: {details}")
-        self.code = code
 
 
 @dataclass
@@ -128,125 +111,52 @@ def val_clip(segment: int, frames: int | None = None) -> Clip:
     )
 
 
-def frame_message(clip: Clip, index: int, seq: int) -> pb.StreamLiftRequest:
-    scores = [] if clip.scores is None else clip.scores[index].tolist()
-    return pb.StreamLiftRequest(
-        frame=pb.Frame(seq=seq, keypoints=clip.keypoints_px[index].reshape(-1).tolist(), scores=scores)
-    )
-
-
-async def stream(stub: Any, clip: Clip, args: argparse.Namespace, metadata: list[tuple[str, str]]) -> Results:
-    """Stream the clip (seq = first_seq + index), resuming a broken stream until every frame is answered."""
+async def stream(channel: Any, clip: Clip, args: argparse.Namespace) -> Results:
+    """Stream the clip (seq = first_seq + index) with poselift_client's StreamLiftClient, which resumes a
+    broken stream until every frame is answered."""
     out = Results(session_id=args.resume or "")
-    while True:
-        if out.session_id:
-            first = pb.StreamLiftRequest(resume_session_id=out.session_id)
-        else:
-            first = pb.StreamLiftRequest(open=clip.camera())
-        try:
-            await _attempt(stub, clip, args, metadata, first, out)
-            return out
-        except StreamBroken as error:
-            if error.code not in RESUMABLE or not out.session_id or out.resumes >= args.retries:
-                raise
-            out.resumes += 1
-            print(
-                f"stream broke ({error}); resuming session {out.session_id} "
-                f"(attempt {out.resumes} of {args.retries})",
-                file=sys.stderr,
-            )
-            await asyncio.sleep(min(0.1 * 2**out.resumes, 2.0))
 
-
-async def _attempt(
-    stub: Any,
-    clip: Clip,
-    args: argparse.Namespace,
-    metadata: list[tuple[str, str]],
-    first: pb.StreamLiftRequest,
-    out: Results,
-) -> None:
-    """One stream: open or resume, send every frame not answered yet, read their replies."""
-    call = stub.StreamLift(metadata=metadata)
-    sender: asyncio.Task[None] | None = None
-    try:
-        await call.write(first)
-        reply = await _read(call, args.reply_timeout)
-        if reply.WhichOneof("msg") != "session":
-            raise RuntimeError(f"expected a session reply, got {reply}")
-        info = reply.session
+    def on_session(info: pb.SessionInfo) -> None:
         out.session_id = info.session_id
-        answered = len(out.seqs) + len(out.errors)  # replies come in order: the answered frames are a prefix
-        # Resend what has no reply yet; if the store lost recent frames (a Redis restart without them), also
-        # what it lost, so its history is whole again; their replies were recorded already and are skipped.
-        start = max(0, min(answered, info.last_seq - args.first_seq + 1))
         print(
-            f"session {info.session_id}: window {info.window}, server's last seq {info.last_seq}; "
-            f"sending from seq {args.first_seq + start}",
+            f"session {info.session_id}: window {info.window}, server's last seq {info.last_seq}",
             file=sys.stderr,
         )
-        sent_at: dict[int, float] = {}
-        window = asyncio.Semaphore(args.in_flight)
 
-        async def send() -> None:
-            started = time.perf_counter()
-            for index in range(start, len(clip.keypoints_px)):
-                if args.rate > 0:  # pace like a camera: frame k leaves at k / rate
-                    await asyncio.sleep(max(0.0, started + (index - start) / args.rate - time.perf_counter()))
-                await window.acquire()
-                seq = args.first_seq + index
-                sent_at[seq] = time.perf_counter()
-                await call.write(frame_message(clip, index, seq))
-            await call.done_writing()
-
-        sender = asyncio.create_task(send())
-        for index in range(start, len(clip.keypoints_px)):
-            reply = await _read(call, args.reply_timeout)
-            window.release()
-            if index >= answered:
-                _record(reply, sent_at, out, args.quiet)
-        await sender
-        if await call.code() != grpc.StatusCode.OK:
-            raise StreamBroken(await call.code(), await call.details())
-    except grpc.aio.AioRpcError as error:
-        raise StreamBroken(error.code(), error.details() or "") from error
-    finally:
-        if sender is not None:
-            sender.cancel()
-        call.cancel()
-
-
-async def _read(call: Any, timeout_s: float) -> pb.StreamLiftResponse:
-    """The next reply; StreamBroken if none comes within `timeout_s` or the stream ended."""
-    try:
-        reply = await asyncio.wait_for(call.read(), timeout_s)
-    except TimeoutError as error:
-        raise StreamBroken(grpc.StatusCode.DEADLINE_EXCEEDED, f"no reply within {timeout_s} s") from error
-    if reply is grpc.aio.EOF:
-        code = await call.code()
-        raise StreamBroken(
-            grpc.StatusCode.UNAVAILABLE if code == grpc.StatusCode.OK else code,
-            f"the stream ended before every frame was answered ({await call.details()})",
+    def on_resume(event: Resumed) -> None:
+        out.resumes = event.total
+        print(
+            f"stream broke ({event.error}); resuming session {event.session_id} "
+            f"(attempt {event.attempt} of {args.retries})",
+            file=sys.stderr,
         )
-    return reply
 
-
-def _record(reply: pb.StreamLiftResponse, sent_at: dict[int, float], out: Results, quiet: bool) -> None:
-    kind = reply.WhichOneof("msg")
-    if kind == "pose":
-        rtt = (time.perf_counter() - sent_at[reply.pose.seq]) * 1000.0
-        pose = np.asarray(reply.pose.joints, np.float32).reshape(J, 3)
-        out.seqs.append(reply.pose.seq)
+    client = StreamLiftClient(
+        channel,
+        None if args.resume else clip.camera(),
+        session_id=args.resume,
+        api_key=args.api_key,
+        in_flight=args.in_flight,
+        reply_timeout_s=args.reply_timeout,
+        max_resumes=args.retries,
+        on_session=on_session,
+        on_resume=on_resume,
+    )
+    async for answer in client.stream(
+        clip.keypoints_px, clip.scores, first_seq=args.first_seq, rate_hz=args.rate
+    ):
+        if answer.joints_mm is None:
+            out.errors.append((answer.seq, answer.error_code, answer.error_message))
+            print(f"error seq={answer.seq:<5d} {answer.error_code}: {answer.error_message}")
+            continue
+        pose = np.asarray(answer.joints_mm, np.float32).reshape(J, 3)
+        out.seqs.append(answer.seq)
         out.poses.append(pose)
-        out.rtt_ms.append(rtt)
-        if not quiet:
+        out.rtt_ms.append(answer.rtt_s * 1000.0)
+        if not args.quiet:
             head = ", ".join(f"{v:7.1f}" for v in pose[10])
-            print(f"pose seq={reply.pose.seq:<5d} rtt={rtt:6.2f} ms  head=({head}) mm")
-    elif kind == "error":
-        out.errors.append((reply.error.seq, reply.error.code, reply.error.message))
-        print(f"error seq={reply.error.seq:<5d} {reply.error.code}: {reply.error.message}")
-    else:
-        raise RuntimeError(f"unexpected reply {reply}")
+            print(f"pose seq={answer.seq:<5d} rtt={answer.rtt_s * 1000.0:6.2f} ms  head=({head}) mm")
+    return out
 
 
 def summary(out: Results, elapsed_s: float) -> str:
@@ -262,16 +172,17 @@ def summary(out: Results, elapsed_s: float) -> str:
     return line
 
 
-async def lift_once(stub: Any, clip: Clip, args: argparse.Namespace, metadata: list[tuple[str, str]]) -> None:
+async def lift_once(channel: Any, clip: Clip, args: argparse.Namespace) -> None:
     """The whole clip in one Lift call, with a deadline."""
-    request = pb.LiftRequest(
-        camera=clip.camera(),
-        num_frames=len(clip.keypoints_px),
-        keypoints=clip.keypoints_px.reshape(-1).tolist(),
-        scores=[] if clip.scores is None else clip.scores.reshape(-1).tolist(),
-    )
     started = time.perf_counter()
-    response = await stub.Lift(request, metadata=metadata, timeout=args.reply_timeout)
+    response = await lift(
+        channel,
+        clip.camera(),
+        clip.keypoints_px,
+        clip.scores,
+        api_key=args.api_key,
+        timeout_s=args.reply_timeout,
+    )
     took = (time.perf_counter() - started) * 1000.0
     poses = np.asarray(response.poses, np.float32).reshape(-1, J, 3)
     head = ", ".join(f"{v:.1f}" for v in poses[-1, 10])
@@ -284,15 +195,13 @@ async def main_async(args: argparse.Namespace) -> int:
     clip = load_clip(args)
     if args.rate is None:
         args.rate = clip.fps
-    metadata = [("authorization", f"Bearer {args.api_key}")] if args.api_key else []
     async with grpc.aio.insecure_channel(args.target) as channel:
-        stub = pb_grpc.PoseLifterStub(channel)
         if args.unary:
-            await lift_once(stub, clip, args, metadata)
+            await lift_once(channel, clip, args)
             return 0
         started = time.perf_counter()
         try:
-            out = await stream(stub, clip, args, metadata)
+            out = await stream(channel, clip, args)
         except StreamBroken as error:
             print(f"stream failed: {error}", file=sys.stderr)
             return 1
