@@ -142,12 +142,14 @@ def _extras(args: argparse.Namespace, out: Path, poses_path: Path, track_id: int
         done["bvh"] = path.name
     if args.render:
         try:
-            from poselift.render import render_poses_file  # type: ignore[import-not-found,unused-ignore]
-        except ImportError:
-            done["render"] = "unavailable: this poselift has no renderer (poselift.render)"
+            from poselift.render import render
+        except ImportError as error:  # the render extra (matplotlib, imageio-ffmpeg) is not installed
+            done["render"] = f"unavailable: {error} (pip install 'poselift[render]')"
         else:
+            from poselift.poses_file import load_poses_file
+
             path = out / f"track_{track_id}.mp4"
-            render_poses_file(poses_path, path, video=args.video)
+            render(load_poses_file(poses_path), path, args.video)
             done["render"] = path.name
     return done
 

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from posedetect.people import PersonDetector
-from posedetect.pose import COCO17_JOINTS, TrackPose
+from posedetect.pose import COCO17_JOINTS, TrackPose, on_person
 from posedetect.tracking import CropFollower, PeopleTracker
 
 
@@ -87,6 +87,9 @@ def run(args: argparse.Namespace, out: IO[str]) -> int:
                 pose = poses.get(track.track_id) or poses.setdefault(track.track_id, TrackPose())
                 center, side = follower.follow(track.box)
                 found = pose(frame, center, side)
+                if found is not None and not on_person(found[0], track.box):
+                    found = None  # BlazePose followed someone else in the crop: start afresh next frame
+                    pose.reset()
                 rows.append(
                     {
                         "id": track.track_id,

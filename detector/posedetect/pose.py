@@ -49,11 +49,31 @@ def cut_crop(frame_bgr: np.ndarray, center: tuple[float, float], side: float) ->
     return cv2.cvtColor(crop, cv2.COLOR_BGR2RGB)
 
 
+def on_person(keypoints_px: np.ndarray, box: np.ndarray, pad: float = 0.15, share: float = 0.8) -> bool:
+    """Whether a pose belongs to the person in `box` (x1, y1, x2, y2).
+
+    It does when at least `share` of its keypoints lie in the box grown by `pad` of its height on every side.
+
+    A crop that follows one person can hold another (people crossing, one behind the other), and BlazePose in
+    video mode then happily follows the more visible one; such a pose is someone else's.
+    """
+    x1, y1, x2, y2 = (float(v) for v in box)
+    margin = pad * (y2 - y1)
+    x, y = keypoints_px[:, 0], keypoints_px[:, 1]
+    inside = (x > x1 - margin) & (x < x2 + margin) & (y > y1 - margin) & (y < y2 + margin)
+    return bool(inside.mean() >= share)
+
+
 class TrackPose:
     """One person's BlazePose graph, run in video mode (it follows the pose from frame to frame)."""
 
     def __init__(self, min_confidence: float = 0.5):
-        self._pose = mp.solutions.pose.Pose(
+        self._min_confidence = min_confidence
+        self._pose = self._graph()
+
+    def _graph(self) -> mp.solutions.pose.Pose:
+        min_confidence = self._min_confidence
+        return mp.solutions.pose.Pose(
             static_image_mode=False,
             model_complexity=1,  # the full model: the only one whose weights ship in the 0.10.21 wheel
             smooth_landmarks=True,
@@ -75,6 +95,11 @@ class TrackPose:
         x0, y0 = center[0] - side / 2.0, center[1] - side / 2.0
         keypoints = uv * (side / CROP_PX) + np.array([x0, y0])
         return keypoints, np.asarray(scores)
+
+    def reset(self) -> None:
+        """Forget the pose being followed: the next frame starts with BlazePose's own person detection."""
+        self._pose.close()
+        self._pose = self._graph()
 
     def close(self) -> None:
         self._pose.close()

@@ -52,7 +52,7 @@ class CropFollower:
     `smoothing` of the way towards the new box each frame, so BlazePose sees a steady, centred person.
     """
 
-    def __init__(self, pad: float = 1.4, smoothing: float = 0.5, min_side: float = 48.0):
+    def __init__(self, pad: float = 1.25, smoothing: float = 0.5, min_side: float = 48.0):
         self.pad, self.smoothing, self.min_side = pad, smoothing, min_side
         self.center: tuple[float, float] | None = None
         self.side = 0.0
