@@ -48,10 +48,11 @@ COPY poselift ./poselift
 COPY service ./service
 COPY trainer ./trainer
 COPY examples ./examples
-# Loading each shipped checkpoint once here checks it and exports its ONNX graph into POSELIFT_CACHE_DIR
-# (read-only for the service user), so a replica starts without the ~3 s export.
+# Loading each shipped checkpoint (poselift.checkpoint.SHIPPED) once here checks it and exports its ONNX graph
+# into POSELIFT_CACHE_DIR (read-only for the service user), so a replica starts without the ~3 s export.
 RUN pip install --no-deps ./client . \
-    && python -c "import service.rpc.server, trainer; from poselift import load_lifter; load_lifter('seq2seq', 'cpu'); load_lifter('framewise', 'cpu')" \
+    && python -c "import service.rpc.server, trainer; from poselift import load_lifter; \
+from poselift.checkpoint import SHIPPED; [load_lifter(name, 'cpu') for name in SHIPPED]" \
     && mkdir -p /app/runs && chown poselift:poselift /app/runs
 
 USER poselift
