@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -156,6 +157,8 @@ def _extras(args: argparse.Namespace, out: Path, poses_path: Path, track_id: int
 
 def video_main(argv: list[str]) -> int:
     args = parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so the detector subprocess is stopped too (detections.detector_lines).
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     if not args.video.is_file():
         print(f"poselift video: no such video file: {args.video}", file=sys.stderr)
         return 2

@@ -48,7 +48,7 @@ def over_grpc(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("video-grpc")
     replica = Replica()
     try:
-        replica.wait_ready()
+        replica.wait_ready(timeout_s=300.0)  # a loaded 2-core machine starts it slowly
         done = poselift(
             "video", VTEST, "--out", out, "--max-frames", FRAMES, "--min-track-frames", MIN_TRACK_FRAMES,
             "--server", replica.target, "--bvh",
