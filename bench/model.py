@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from poselift.checkpoint import SHIPPED
 from poselift.lifter import Lifter, load_lifter
 from poselift.runtimes import AUTO, BACKENDS
 
@@ -103,7 +104,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--checkpoint", action="append", default=None, help="default: seq2seq and framewise")
+    parser.add_argument(
+        "--checkpoint", action="append", default=None, help="default: every shipped checkpoint"
+    )
     parser.add_argument(
         "--backend",
         action="append",
@@ -127,7 +130,7 @@ def main() -> None:
         + " |"
     )
     print("|---" * (6 + len(BATCHES)) + "|")
-    for name in args.checkpoint or ["seq2seq", "framewise"]:
+    for name in args.checkpoint or list(SHIPPED):
         lifters, load_s = {}, {}
         for backend in args.backend or DEFAULT_BACKENDS:
             start = time.perf_counter()

@@ -21,7 +21,8 @@ from poselift.skeleton import H36M17_JOINTS, H36M17_PARENTS
 
 FORMAT = "poselift-checkpoint/1"
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-SHIPPED = ("seq2seq", "framewise")
+SHIPPED = ("tcn", "seq2seq", "framewise")
+DEFAULT_MODEL = "tcn"  # what load_lifter() and the service load unless told otherwise
 INPUT_NORMALISATION = (
     "pixels -> x/width*2 - [1, height/width] (poselift.geometry.normalize_screen_coordinates); "
     "then per window: centred on and scaled by the RMS spread of the visible joints (poselift.model)"
@@ -55,13 +56,14 @@ def save_checkpoint(path: str | Path, model: LiftingNetwork, metadata: dict[str,
     weights_path = stem.with_suffix(".safetensors")
     tmp = weights_path.with_suffix(".safetensors.tmp")
     save_file(tensors, str(tmp), metadata={"poselift": json.dumps(meta)})
+    tmp.chmod(0o644)  # readable by a service user other than the one who saved it (the image runs as one)
     tmp.replace(weights_path)  # atomic: a reader never sees half a checkpoint
     stem.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
     return weights_path
 
 
 def resolve(name_or_path: str | Path) -> Path:
-    """A shipped name ("seq2seq", "framewise") or a path (with or without suffix) -> the .safetensors file."""
+    """A shipped name (`SHIPPED`) or a path (with or without suffix) -> the .safetensors file."""
     if str(name_or_path) in SHIPPED:
         return WEIGHTS_DIR / f"{name_or_path}.safetensors"
     path = _stem(name_or_path).with_suffix(".safetensors")

@@ -1,8 +1,12 @@
 """ONNX export of a lifting network: the graph that the "onnx" backend (`poselift.runtimes`) runs.
 
-The exported graph is the network followed by "keep the newest frame", i.e. what serving computes:
+The exported graph is the network's per-window outputs (`WindowHeads`), i.e. what serving computes:
 
-    keypoints_norm (N, W, 17, 2) float32, scores (N, W, 17) float32 -> poses_mm (N, 17, 3) float32, mm
+    keypoints_norm (N, W, 17, 2) float32, scores (N, W, 17) float32 -> heads (N, 2, 18, 3) float32
+
+heads[:, 0] is the newest frame, heads[:, 1] the window's centre frame (the offline output; the same as the
+newest for models without a centre head); in each, rows 0-16 are the root-relative pose (mm) and row 17 the
+root code (`poselift.geometry.root_from_code`; zeros for models without a root head).
 
 N (windows) is a dynamic axis; W is fixed by the checkpoint's config (the LSTM loops are unrolled W times).
 The model's `metadata_props` record which checkpoint it was exported from (`checkpoint_id`), so a file
@@ -33,27 +37,39 @@ import torch
 from torch import nn
 
 from poselift import model as model_module
-from poselift.model import LiftingNetwork
+from poselift.model import LiftingNetwork, TemporalConvLifter
 from poselift.skeleton import NUM_JOINTS
 
 INPUT_NAMES = ("keypoints_norm", "scores")
-OUTPUT_NAME = "poses_mm"
-EXPORT_FORMAT = "poselift-onnx/1"  # bump when the graph's inputs, outputs or meaning change
+OUTPUT_NAME = "heads"
+EXPORT_FORMAT = "poselift-onnx/2"  # bump when the graph's inputs, outputs or meaning change
 # ONNX Runtime vs eager torch, largest coordinate difference allowed (mm). float32 poses reach ~1 m, where
 # one ulp is 6e-5 mm; measured differences (fused kernels, other summation orders) are up to ~7e-4 mm.
 TOLERANCE_MM = 1e-3
 
 
-class NewestPose(nn.Module):
-    """A network's pose of the newest frame of each window, the only one a causal lifter returns."""
+class WindowHeads(nn.Module):
+    """A network's per-window outputs in one tensor: (N, W, J, 2), (N, W, J) -> (N, 2, J + 1, 3).
+
+    [:, 0] newest frame, [:, 1] centre frame; rows :J the root-relative pose (mm), row J the root code.
+    """
 
     def __init__(self, model: LiftingNetwork) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, keypoints_norm: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        """(N, W, J, 2) normalised keypoints, (N, W, J) scores -> (N, J, 3) root-relative poses, mm."""
-        return self.model(keypoints_norm, scores)[:, -1]
+        if isinstance(self.model, TemporalConvLifter):
+            newest, centre, root_newest, root_centre = self.model.forward_heads(keypoints_norm, scores)
+        else:  # no centre or root head: the newest pose stands for both, the root code is zero
+            newest = self.model(keypoints_norm, scores)[:, -1]
+            centre, root_newest = newest, newest.new_zeros(newest.shape[0], 3)
+            root_centre = root_newest
+        rows = [
+            torch.cat([pose, root[:, None]], dim=1)
+            for pose, root in ((newest, root_newest), (centre, root_centre))
+        ]
+        return torch.stack(rows, dim=1)
 
 
 def random_windows(count: int, window: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -81,7 +97,7 @@ def example_inputs(
 def export_onnx(
     model: LiftingNetwork, checkpoint_id: str = "unsaved", path: str | Path | None = None
 ) -> bytes:
-    """Export `model` (its newest-frame pose, see `NewestPose`) to ONNX, on CPU, in eval mode.
+    """Export `model` (its per-window outputs, see `WindowHeads`) to ONNX, on CPU, in eval mode.
 
     Args:
         model: the network; it is not modified (a CPU copy is exported).
@@ -90,7 +106,7 @@ def export_onnx(
 
     Returns:
         The serialised ONNX model (inputs `keypoints_norm` (N, W, J, 2) and `scores` (N, W, J), output
-        `poses_mm` (N, J, 3), N dynamic).
+        `heads` (N, 2, J + 1, 3), N dynamic).
     """
     import copy
 
@@ -99,7 +115,7 @@ def export_onnx(
     with warnings.catch_warnings(), _quiet_exporter_logs(), torch.no_grad():
         warnings.simplefilter("ignore")  # deprecation and tracer chatter, none of it actionable here
         program = torch.onnx.export(
-            NewestPose(cpu_model),
+            WindowHeads(cpu_model),
             example_inputs(cpu_model),
             dynamo=True,
             input_names=list(INPUT_NAMES),

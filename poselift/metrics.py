@@ -75,3 +75,35 @@ def mpjve(predicted: np.ndarray, target: np.ndarray) -> float:
     _check(predicted, target)
     assert predicted.shape[0] >= 2, "MPJVE needs at least two frames"
     return mpjpe(np.diff(predicted, axis=0), np.diff(target, axis=0))
+
+
+# Left/right limb bones of the h36m17 skeleton, as (left child joint, right child joint): each bone joins the
+# joint to its parent (upper arm, forearm, thigh, shin).
+LIMB_BONE_PAIRS: tuple[tuple[int, int], ...] = ((12, 15), (13, 16), (5, 2), (6, 3))
+
+
+def _bone_lengths(poses: np.ndarray) -> np.ndarray:
+    """(T, 17, 3) -> (T, 16) lengths of the bones joint j -> parent, j = 1 … 16."""
+    from poselift.skeleton import H36M17_PARENTS
+
+    child = np.arange(1, poses.shape[1])
+    parent = np.array(H36M17_PARENTS[1:])
+    return np.linalg.norm(poses[:, child] - poses[:, parent], axis=-1)
+
+
+def bone_length_cv(poses: np.ndarray) -> float:
+    """How much one person's bones change length over a sequence: the median over bones of each bone's
+    coefficient of variation over time (std / mean), a fraction. A rigid skeleton scores 0."""
+    lengths = _bone_lengths(np.asarray(poses, np.float64))
+    return float(np.median(lengths.std(axis=0) / np.maximum(lengths.mean(axis=0), 1e-9)))
+
+
+def limb_asymmetry(poses: np.ndarray) -> float:
+    """Left/right limb asymmetry: the mean over frames and limb bones of |left - right| / their mean."""
+    lengths = _bone_lengths(np.asarray(poses, np.float64))
+    ratios = [
+        np.abs(lengths[:, lc - 1] - lengths[:, rc - 1])
+        / np.maximum((lengths[:, lc - 1] + lengths[:, rc - 1]) / 2, 1e-9)
+        for lc, rc in LIMB_BONE_PAIRS
+    ]
+    return float(np.mean(ratios))

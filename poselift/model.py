@@ -40,6 +40,8 @@ class LifterConfig:
         num_joints: joints in and out (h36m17).
         forget_bias: added to the LSTM forget gate pre-activation (1.0 as in the released code).
         filter_widths: the tcn's kernel width per level (receptive field = their product); () otherwise.
+        frame_rate: the frame rate the model's windows are sampled at (input is resampled to it), or 0 for
+            a model trained across frame rates that takes frames as they come; a tcn's default is 30.
     """
 
     kind: str = "seq2seq"
@@ -50,9 +52,12 @@ class LifterConfig:
     num_joints: int = NUM_JOINTS
     forget_bias: float = 1.0
     filter_widths: tuple[int, ...] = ()
+    frame_rate: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "filter_widths", tuple(int(w) for w in self.filter_widths))  # JSON: a list
+        if self.frame_rate is None:  # the mocap's rate, at which every tcn so far was trained
+            object.__setattr__(self, "frame_rate", 30.0 if self.kind == "tcn" else 0.0)
         if self.kind not in MODEL_KINDS:
             raise ValueError(f"unknown model kind {self.kind!r}; expected one of {MODEL_KINDS}")
         if self.kind == "framewise" and self.window != 1:
@@ -96,6 +101,44 @@ def standardise_window_with_frame(
     spread = torch.sqrt((offset**2).sum(dim=(1, 2, 3), keepdim=True) / count).clamp_min(1e-3)
     feats = torch.cat([offset / spread, scores.unsqueeze(-1)], dim=-1)  # (B, W, J, 3)
     return feats.flatten(2), centre[:, 0, 0], spread[:, 0, 0, 0]
+
+
+def standardise_frames(
+    keypoints_norm: torch.Tensor, scores: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The tcn's input: each frame centred on its own visible joints, all scaled by the window's body size.
+
+    A long window (81 frames is 2.7 s) sees a walking person cross metres of floor; centring and scaling
+    the whole window at once (`standardise_window`) would shrink the pose by the distance travelled. Here
+    each frame is centred on its own visible-joint centroid, the window is scaled by the mean of the frames'
+    RMS spreads (the person's 2D size), and where each frame's centroid lies relative to the newest frame's
+    is kept as two more channels, so the motion across the image is still seen.
+
+    Args:
+        keypoints_norm: (B, W, J, 2) screen-normalised coordinates.
+        scores: (B, W, J) confidences; a joint with score <= 0 is missing and its coordinates are ignored.
+
+    Returns:
+        (features (B, W, J * 3 + 2): per joint (x, y) from its frame's centroid in units of the window's
+        scale (0 for missing joints), then the J scores, then the frame's centroid relative to the newest
+        frame's; the newest frame's centroid (B, 2) and the scale (B,), in screen-normalised units). A frame
+        without any visible joint takes the window's mean centroid.
+    """
+    present = (scores > 0).to(keypoints_norm.dtype).unsqueeze(-1)  # (B, W, J, 1)
+    count = present.sum(dim=2, keepdim=True)  # (B, W, 1, 1)
+    has = (count > 0).to(keypoints_norm.dtype)
+    centre = (keypoints_norm * present).sum(dim=2, keepdim=True) / count.clamp_min(1.0)  # (B, W, 1, 2)
+    mean_centre = (centre * has).sum(dim=1, keepdim=True) / has.sum(dim=1, keepdim=True).clamp_min(1.0)
+    centre = torch.where(has > 0, centre, mean_centre)
+    offset = (keypoints_norm - centre) * present
+    rms = torch.sqrt((offset**2).sum(dim=(2, 3), keepdim=True) / count.clamp_min(1.0))  # (B, W, 1, 1)
+    scale = ((rms * has).sum(dim=1, keepdim=True) / has.sum(dim=1, keepdim=True).clamp_min(1.0)).clamp_min(
+        1e-3
+    )
+    anchor = centre[:, -1:]  # (B, 1, 1, 2)
+    motion = ((centre - anchor) / scale)[:, :, 0]  # (B, W, 2)
+    feats = torch.cat([(offset / scale).flatten(2), scores, motion], dim=-1)
+    return feats, anchor[:, 0, 0], scale[:, 0, 0, 0]
 
 
 class _OutputScaler(nn.Module):
@@ -299,15 +342,23 @@ class TemporalConvLifter(nn.Module):
             raise ValueError("TemporalConvLifter needs a tcn config")
         self.config = config
         widths, channels, p = config.filter_widths, config.hidden_size, config.dropout
-        n_in, n_out = config.num_joints * 3, (config.num_joints - 1) * 3
+        n_in, n_out = config.num_joints * 3 + 2, (config.num_joints - 1) * 3  # standardise_frames' channels
         # A convolution whose stride is its width is a linear map of each group of `w` frames: written as
         # nn.Linear over channels-last groups, it runs as one GEMM (~1.7x faster than Conv1d on CPU).
         self.expand = nn.Linear(n_in * widths[0], channels, bias=False)
         self.expand_bn = nn.BatchNorm1d(channels, momentum=0.1)
-        self.block_convs = nn.ModuleList(nn.Linear(channels * w, channels, bias=False) for w in widths[1:])
-        self.block_bns = nn.ModuleList(nn.BatchNorm1d(channels, momentum=0.1) for _ in widths[1:])
-        self.mix_convs = nn.ModuleList(nn.Linear(channels, channels, bias=False) for _ in widths[1:])
-        self.mix_bns = nn.ModuleList(nn.BatchNorm1d(channels, momentum=0.1) for _ in widths[1:])
+        self.block_convs: nn.ModuleList = nn.ModuleList(
+            nn.Linear(channels * w, channels, bias=False) for w in widths[1:]
+        )
+        self.block_bns: nn.ModuleList = nn.ModuleList(
+            nn.BatchNorm1d(channels, momentum=0.1) for _ in widths[1:]
+        )
+        self.mix_convs: nn.ModuleList = nn.ModuleList(
+            nn.Linear(channels, channels, bias=False) for _ in widths[1:]
+        )
+        self.mix_bns: nn.ModuleList = nn.ModuleList(
+            nn.BatchNorm1d(channels, momentum=0.1) for _ in widths[1:]
+        )
         self.drop = nn.Dropout(p)
         self.pose_newest = nn.Linear(channels, n_out)
         self.pose_centre = nn.Linear(channels, n_out)
@@ -322,7 +373,7 @@ class TemporalConvLifter(nn.Module):
 
     def _trunk(self, keypoints_norm: torch.Tensor, scores: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """(B, W, J, 2), (B, W, J) -> (features (B, C), window centre (B, 2), window spread (B,))."""
-        feats, centre, spread = standardise_window_with_frame(keypoints_norm, scores)
+        feats, centre, spread = standardise_frames(keypoints_norm, scores)
         widths = self.config.filter_widths
         x = self._unit(self.expand, self.expand_bn, _group_frames(feats, widths[0]))  # (B, W / w0, C)
         for w, conv, bn, mix, mix_bn in zip(
@@ -332,7 +383,7 @@ class TemporalConvLifter(nn.Module):
             x = residual + self._unit(mix, mix_bn, self._unit(conv, bn, _group_frames(x, w)))
         return x[:, -1], centre, spread
 
-    def _unit(self, linear: nn.Linear, bn: nn.BatchNorm1d, x: torch.Tensor) -> torch.Tensor:
+    def _unit(self, linear: nn.Module, bn: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """linear -> batch norm over channels -> ReLU -> dropout, on (B, L, C_in) -> (B, L, C)."""
         y = linear(x)
         return self.drop(F.relu(bn(y.flatten(0, 1)).unflatten(0, y.shape[:2])))
@@ -350,17 +401,21 @@ class TemporalConvLifter(nn.Module):
         newest = self.scaler.to_mm(self.pose_newest(h)[:, None])[:, 0]
         mid = self.scaler.to_mm(self.pose_centre(h)[:, None])[:, 0]
         codes = self.root_head(h).unflatten(-1, (2, 3))  # (B, 2, 3)
-        # u, v: the pelvis in screen-normalised coordinates, predicted relative to the window's centre in
-        # units of its spread; depth/focal = exp(log size) / spread, i.e. the head predicts the person's
-        # metric size per unit of 2D spread, which does not depend on where or how far the camera is.
+        # u, v: the pelvis in screen-normalised coordinates, predicted relative to the newest frame's centroid
+        # in units of the window's scale; depth/focal = exp(log size) / scale, i.e. the head predicts the
+        # person's metric size per unit of 2D size, which does not depend on where or how far the camera is.
         uv = centre[:, None, :] + codes[..., :2] * spread[:, None, None]
         depth_per_focal = MM_PER_UNIT_SIZE * torch.exp(codes[..., 2].clamp(-6.0, 6.0)) / spread[:, None]
         roots = torch.cat([uv, depth_per_focal.unsqueeze(-1)], dim=-1)
         return newest, mid, roots[:, 0], roots[:, 1]
 
-    def forward(self, keypoints_norm: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        """(B, W, J, 2), (B, W, J) -> (B, 1, J, 3): the newest frame's root-relative pose, mm."""
-        return self.forward_heads(keypoints_norm, scores)[0][:, None]
+    def forward(
+        self, keypoints_norm: torch.Tensor, scores: torch.Tensor, all_heads: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B, W, J, 2), (B, W, J) -> (B, 1, J, 3): the newest frame's root-relative pose, mm; with
+        `all_heads`, `forward_heads`' four outputs (training calls it so, through DistributedDataParallel)."""
+        heads = self.forward_heads(keypoints_norm, scores)
+        return heads if all_heads else heads[0][:, None]
 
 
 LiftingNetwork = Seq2SeqLifter | FrameLifter | TemporalConvLifter

@@ -3,9 +3,10 @@ torch.compile or ONNX Runtime.
 
 Every backend is a `Runtime`, a callable
 
-    (windows_norm (N, W, 17, 2) float32, scores (N, W, 17) float32) numpy -> (N, 17, 3) float32 numpy, mm
+    (windows_norm (N, W, 17, 2) float32, scores (N, W, 17) float32) numpy -> heads (N, 2, 18, 3) float32
 
-returning the pose of the newest frame of each window (what serving computes per incoming frame).
+returning every head of each window (`poselift.export.WindowHeads`: the newest frame's pose and root code,
+what serving computes per incoming frame, and the centre frame's, for offline clips).
 
 - `"torch"`: the module, run eagerly; any device; the only one that follows later changes to the weights.
 - `"torchscript"`: `torch.jit.trace` (the batch stays dynamic) + `torch.jit.freeze`; any device.
@@ -39,7 +40,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from poselift.export import INPUT_NAMES, OUTPUT_NAME, NewestPose, cached_export, example_inputs
+from poselift.export import INPUT_NAMES, OUTPUT_NAME, WindowHeads, cached_export, example_inputs
 from poselift.model import LiftingNetwork
 
 BACKENDS = ("torch", "torchscript", "compile", "onnx")
@@ -47,12 +48,12 @@ AUTO = "auto"
 
 
 class Runtime(Protocol):
-    """A way to run a network: newest-frame poses of a batch of windows."""
+    """A way to run a network: the heads of a batch of windows."""
 
     name: str
 
     def __call__(self, windows_norm: np.ndarray, scores: np.ndarray) -> np.ndarray:
-        """(N, W, 17, 2) float32 normalised keypoints, (N, W, 17) scores -> (N, 17, 3) float32 mm.
+        """(N, W, 17, 2) float32 normalised keypoints, (N, W, 17) scores -> (N, 2, 18, 3) float32 heads.
 
         Raises:
             RuntimeError: input the network cannot take (e.g. another joint count), whatever the backend.
@@ -95,6 +96,7 @@ class TorchRuntime:
 
     def __init__(self, model: LiftingNetwork) -> None:
         self.model = model
+        self.heads = WindowHeads(model)
 
     @torch.inference_mode()
     def __call__(self, windows_norm: np.ndarray, scores: np.ndarray) -> np.ndarray:
@@ -102,7 +104,7 @@ class TorchRuntime:
         self.model.eval()
         try:
             device = _device_of(self.model)
-            poses = self.model(_tensor(windows_norm, device), _tensor(scores, device))[:, -1]
+            poses = self.heads(_tensor(windows_norm, device), _tensor(scores, device))
         finally:
             self.model.train(was_training)
         return poses.float().cpu().numpy()
@@ -118,7 +120,7 @@ class TorchScriptRuntime:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # TorchScript deprecation notice
             traced = torch.jit.trace(
-                NewestPose(model).eval(), example_inputs(model, device=self.device), check_trace=False
+                WindowHeads(model).eval(), example_inputs(model, device=self.device), check_trace=False
             )
             self.module = torch.jit.freeze(traced)
 
@@ -135,7 +137,7 @@ class CompiledRuntime:
 
     def __init__(self, model: LiftingNetwork) -> None:
         self.device = _device_of(model)
-        self.module = torch.compile(NewestPose(model).eval(), dynamic=True)
+        self.module = torch.compile(WindowHeads(model).eval(), dynamic=True)
 
     @torch.inference_mode()
     def __call__(self, windows_norm: np.ndarray, scores: np.ndarray) -> np.ndarray:

@@ -29,7 +29,9 @@ class Settings(BaseSettings):
         "replica can start while one is down); empty: in-process",
     )
     checkpoint: str = Field(
-        default="seq2seq", description='shipped checkpoint name ("seq2seq", "framewise") or a path'
+        default="tcn",
+        description='shipped checkpoint name ("tcn", the default; "seq2seq", the paper\'s; "framewise") or '
+        "a path",
     )
     device: str = Field(
         default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto | cpu | cuda[:N]"
@@ -78,7 +80,7 @@ class Settings(BaseSettings):
         default=32,
         ge=1,
         le=4096,
-        description="last poses kept per session for resends (at least the model's window)",
+        description="last poses kept per session for resends; also the most frames in one session batch",
     )
     max_sessions: int = Field(
         default=100_000, ge=1, description="sessions the in-process store holds at most (429 above)"

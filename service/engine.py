@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from poselift import Lifter, load_lifter
+from poselift.skeleton import NUM_JOINTS
 from service.config import Settings
 from service.errors import Unavailable
 from service.metrics import Metrics
@@ -115,14 +116,19 @@ class Engine:
         await asyncio.to_thread(self.stop, timeout_s)
 
     async def lift_windows(self, windows_norm: np.ndarray, scores: np.ndarray) -> np.ndarray:
-        """The pose of the newest frame of each window.
+        """The network's pose of the newest frame of each window, (N, 17, 3) float32 mm (see run_windows)."""
+        return (await self.run_windows(windows_norm, scores))[:, 0, :NUM_JOINTS]
+
+    async def run_windows(self, windows_norm: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        """Every head of each window (`Lifter.run_windows`), batched with other callers' windows.
 
         Args:
             windows_norm: (N, W, 17, 2) float32 screen-normalised keypoints, oldest frame first.
             scores: (N, W, 17) float32.
 
         Returns:
-            (N, 17, 3) float32 poses, mm.
+            (N, 2, 18, 3) float32 heads: [:, 0] newest frame, [:, 1] centre frame; rows 0-16 the pose (mm),
+            row 17 the root code.
 
         Raises:
             Unavailable: the worker is not running (not started yet, or shutting down).
@@ -205,7 +211,7 @@ class Engine:
         scores = np.concatenate([job.scores for job in jobs])  # (N, W, 17)
         started = time.perf_counter()
         with torch.inference_mode():
-            poses = self.lifter.lift_windows(windows, scores)  # (N, 17, 3)
+            poses = self.lifter.run_windows(windows, scores)  # (N, 2, 18, 3)
         self.metrics.inference_seconds.observe(time.perf_counter() - started)
         self.metrics.batch_windows.observe(len(windows))
         self.metrics.batch_requests.observe(len(jobs))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import math
 import re
 import secrets
 from collections.abc import AsyncIterator, Sequence
@@ -21,9 +22,18 @@ from typing import Any
 import numpy as np
 
 from poselift import Lifter
+from poselift.geometry import camera_in_normalised_units
 from poselift.inputs import check_camera, prepare_keypoints
+from poselift.sequence import (
+    BoneState,
+    SequenceOutput,
+    causal_inputs,
+    finish,
+    frame_step,
+    history_length,
+    offline_inputs,
+)
 from poselift.skeleton import NUM_JOINTS
-from poselift.windows import causal_windows
 from service.config import Settings
 from service.engine import Engine, load_model
 from service.errors import (
@@ -53,6 +63,20 @@ class FrameInput:
     seq: int
     keypoints_px: Any
     scores: Any = None
+
+
+@dataclass(frozen=True)
+class FrameOutput:
+    """One session frame's answer: its seq, (17, 3) pose mm, (3,) pelvis mm (None: no root head), and
+    the visible fraction of its window."""
+
+    seq: int
+    pose_mm: np.ndarray
+    root_mm: np.ndarray | None
+    visible: float
+
+
+MAX_SESSION_HISTORY = 2048  # frames a session may keep for its windows (about 240 fps for an 81-frame tcn)
 
 
 @dataclass(frozen=True)
@@ -101,6 +125,18 @@ def _check_camera(camera: Camera) -> None:
         check_camera(camera.width, camera.height, camera.fps, camera.layout)
     except ValueError as error:
         raise InvalidInput(str(error)) from error
+    if camera.focal_px is not None and not (math.isfinite(camera.focal_px) and 0 < camera.focal_px <= 1e6):
+        raise InvalidInput(
+            f"focal_px must be a positive number of pixels (at most 1e6), got {camera.focal_px}"
+        )
+    if camera.principal_px is not None and not all(
+        math.isfinite(v) and abs(v) <= 1e6 for v in camera.principal_px
+    ):
+        raise InvalidInput(f"principal_px must be two finite pixel coordinates, got {camera.principal_px}")
+
+
+def _camera_norm(camera: Camera) -> tuple[float, np.ndarray]:
+    return camera_in_normalised_units(camera.width, camera.height, camera.focal_px, camera.principal_px)
 
 
 class LiftingCore:
@@ -177,28 +213,60 @@ class LiftingCore:
                     raise InvalidInput(f"{frame_names}[{i}]: {frame_error}") from frame_error
             raise InvalidInput(str(error)) from error
 
-    async def lift(self, camera: Camera, keypoints_px: Any, scores: Any = None) -> np.ndarray:
-        """Lift a whole sequence, causally.
+    async def lift(
+        self, camera: Camera, keypoints_px: Any, scores: Any = None, mode: str = "causal"
+    ) -> SequenceOutput:
+        """Lift a whole sequence.
 
         Args:
-            camera: layout, image size and fps of the video.
+            camera: layout, image size, fps and (optionally) intrinsics of the video.
             keypoints_px: (T, 17, 2) pixels; scores: (T, 17) in [0, 1] or None.
+            mode: "causal" (pose t uses frames <= t only, as a session would give) or "offline" (each pose
+                also sees the frames after it).
 
         Returns:
-            (T, 17, 3) float32 poses, mm, root-relative; pose t uses frames <= t only.
+            poses (T, 17, 3) float32 mm root-relative, the pelvis (T, 3) mm (None without a root head),
+            the visible fraction of each pose's window (T,).
         """
         _check_camera(camera)
+        lifter = self.engine.lifter
+        if mode not in ("causal", "offline"):
+            raise InvalidInput(f"mode must be 'causal' or 'offline', got {mode!r}")
+        if mode == "offline" and not lifter.offline_capable:
+            raise InvalidInput(
+                f"mode 'offline' needs a model with an offline head; this server runs {lifter.kind}"
+            )
         kp = _as_array(keypoints_px, "keypoints", (-1, NUM_JOINTS, 2))
         self._check_frame_count(len(kp))
         sc = None if scores is None else _as_array(scores, "scores", (len(kp), NUM_JOINTS))
         kp_norm, sc_norm = self._prepare(camera, kp, sc, "keypoints")
-        return await self.engine.lift_windows(
-            causal_windows(kp_norm, self.window), causal_windows(sc_norm, self.window)
+        step = frame_step(camera.fps, lifter.model_fps)
+        if mode == "offline":
+            win_kp, win_sc = offline_inputs(kp_norm, sc_norm, self.window, step)
+        else:
+            win_kp, win_sc = causal_inputs(kp_norm[:0], sc_norm[:0], kp_norm, sc_norm, self.window, step)
+        heads = await self.engine.run_windows(win_kp, win_sc)
+        bones = BoneState.empty() if lifter.consistent_bones else None
+        out, _ = finish(
+            heads, win_sc, sc_norm, _camera_norm(camera), bones, lifter.has_root, mode == "offline"
         )
+        return out
+
+    def _history(self, camera: Camera) -> int:
+        """Frames a session of `camera` keeps for its windows; InvalidInput when that is too many."""
+        frames = history_length(self.window, frame_step(camera.fps, self.engine.lifter.model_fps))
+        if frames > MAX_SESSION_HISTORY:
+            raise InvalidInput(
+                f"fps {camera.fps:g} is too high for a session: this model's window spans "
+                f"{frames} frames at that rate, more than the {MAX_SESSION_HISTORY} a session keeps; "
+                "send every n-th frame with its fps divided by n, or lift the clip with /v1/lift"
+            )
+        return frames
 
     async def open_session(self, camera: Camera, owner: str) -> SessionInfo:
         """Start a session for one camera's view of one person."""
         _check_camera(camera)
+        self._history(camera)
         state = SessionState(session_id=new_session_id(), camera=camera, owner=owner, window=self.window)
         await self.store.create(state)
         self.sessions_seen.put(state)
@@ -218,7 +286,7 @@ class LiftingCore:
 
     async def push_frames(
         self, session_id: str, frames: Sequence[FrameInput], owner: str
-    ) -> list[tuple[int, np.ndarray]]:
+    ) -> list[FrameOutput]:
         """Lift a batch of a session's frames, in increasing seq.
 
         A frame at or before the session's last seq returns its stored pose if still held (a retry) and
@@ -230,14 +298,14 @@ class LiftingCore:
         more to read it first when it did not, or when the batch resends a frame (resends are answered from
         what the store holds, so a session closed elsewhere is never answered from memory).
 
-        A batch holds at most the poses a session keeps (`poses_held`, never fewer than the window), so a
+        A batch holds at most the poses a session keeps (`poses_held`), so a
         batch whose reply was lost can always be resent whole; a longer one is refused (PayloadTooLarge).
 
         Returns:
-            [(seq, (17, 3) pose mm)] for every frame, in the order given.
+            a `FrameOutput` for every frame, in the order given.
         """
         self._check_frame_count(len(frames))
-        if len(frames) > (limit := max(self.settings.poses_held, self.window)):
+        if len(frames) > (limit := self.settings.poses_held):
             raise PayloadTooLarge(
                 f"{len(frames)} frames in one session batch; the limit is {limit}, the poses a session keeps "
                 "for resends (POSELIFT_POSES_HELD), so that a batch can always be resent whole: split it "
@@ -251,21 +319,25 @@ class LiftingCore:
             state = self._check_access(state, owner)
         kp_px, scores = self._stack(frames)
         kp_all, sc_all = self._prepare(state.camera, kp_px, scores, "frames")  # (n, 17, 2), (n, 17)
+        lifter = self.engine.lifter
+        history = self._history(state.camera)
+        step = frame_step(state.camera.fps, lifter.model_fps)
         for _attempt in range(self.settings.push_retries):
             resent = seqs <= state.last_seq
-            held = [self._held_pose(state, int(seq)) for seq in seqs[resent]]
+            held = [self._held_output(state, int(seq)) for seq in seqs[resent]]
             if resent.all():
-                return list(zip(seqs.tolist(), held, strict=True))
+                return held
             new = ~resent
             kp_norm, sc_norm = kp_all[new], sc_all[new]  # normalisation is per frame, so slicing is exact
-            history = len(state.history_kp)
-            all_kp = np.concatenate([state.history_kp, kp_norm])  # (H + n, 17, 2)
-            all_sc = np.concatenate([state.history_scores, sc_norm])  # (H + n, 17)
-            poses = await self.engine.lift_windows(
-                causal_windows(all_kp, self.window, first=history),
-                causal_windows(all_sc, self.window, first=history),
+            win_kp, win_sc = causal_inputs(
+                state.history_kp, state.history_scores, kp_norm, sc_norm, self.window, step
             )
-            updated = state.advance(seqs[new], kp_norm, sc_norm, poses, self.settings.poses_held)
+            heads = await self.engine.run_windows(win_kp, win_sc)
+            bones = state.bones if lifter.consistent_bones else None
+            out, bones = finish(heads, win_sc, sc_norm, _camera_norm(state.camera), bones, lifter.has_root)
+            updated = state.advance(
+                seqs[new], kp_norm, sc_norm, out, self.settings.poses_held, history, bones
+            )
             try:
                 written, state = await self.store.commit(updated, expected_revision=state.revision)
             except SessionNotFound:
@@ -273,7 +345,16 @@ class LiftingCore:
                 raise
             self.sessions_seen.put(state)
             if written:
-                return list(zip(seqs.tolist(), [*held, *poses], strict=True))
+                fresh = [
+                    FrameOutput(
+                        int(seq),
+                        out.poses_mm[i],
+                        None if out.root_mm is None else out.root_mm[i],
+                        float(out.visible[i]),
+                    )
+                    for i, seq in enumerate(seqs[new].tolist())
+                ]
+                return [*held, *fresh]
             self.metrics.push_conflicts.inc()
             await asyncio.sleep(0)
         raise SessionBusy(
@@ -313,10 +394,9 @@ class LiftingCore:
         ]
         return kp, np.stack(scores)
 
-    @staticmethod
-    def _held_pose(state: SessionState, seq: int) -> np.ndarray:
-        pose = state.held_pose(seq)
-        if pose is None:
+    def _held_output(self, state: SessionState, seq: int) -> FrameOutput:
+        index = state.held_index(seq)
+        if index is None:
             oldest = int(state.pose_seqs[0]) if len(state.pose_seqs) else None
             why = (
                 "was never processed"
@@ -327,7 +407,8 @@ class LiftingCore:
                 f"seq {seq} {why}; the session's last seq is {state.last_seq}: send frames with seq > "
                 f"{state.last_seq}"
             )
-        return pose
+        root = state.roots[index] if self.engine.lifter.has_root else None
+        return FrameOutput(seq, state.poses[index], root, float(state.visible[index]))
 
     async def _load(self, session_id: str, owner: str) -> SessionState:
         """The session as stored now (and remembered), if `owner` may see it."""

@@ -44,13 +44,15 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.crc import key_slot
 
+from poselift.sequence import BoneState, SequenceOutput
 from poselift.skeleton import NUM_JOINTS
 from service.errors import SessionIncompatible, SessionNotFound, StoreUnavailable, TooManySessions
 from service.redis_cluster import cluster_client, is_cluster_url
 
 KEY_PREFIX = "poselift:session:"
 INDEX_KEY = "poselift:sessions"  # sorted set: session id -> expiry (epoch ms)
-FORMAT_VERSION = b"2"  # 2: the `rev` token
+FORMAT_VERSION = b"3"  # 2: the `rev` token; 3: intrinsics, bone-length sums, held roots and visible fractions
+F64 = np.dtype("<f8")
 F32 = np.dtype("<f4")
 I64 = np.dtype("<i8")
 T = TypeVar("T")
@@ -61,12 +63,18 @@ DEFAULT_FPS = 50.0  # the frame rate assumed when a client states none (REST and
 
 @dataclass(frozen=True)
 class Camera:
-    """What a session (or one /v1/lift call) says about its video."""
+    """What a session (or one /v1/lift call) says about its video.
+
+    `focal_px` and `principal_px` are the camera's intrinsics in pixels; None: the documented defaults
+    (`poselift.geometry.default_focal_px`, the image centre). They only place the pelvis (the trajectory).
+    """
 
     layout: str
     width: float
     height: float
     fps: float
+    focal_px: float | None = None
+    principal_px: tuple[float, float] | None = None
 
 
 _PROCESS_TOKEN = secrets.token_hex(8)  # 64 random bits per process, so replicas never share a revision
@@ -107,34 +115,64 @@ class SessionState:
     history_scores: np.ndarray = field(default_factory=lambda: np.zeros((0, NUM_JOINTS), F32))  # (H, 17)
     pose_seqs: np.ndarray = field(default_factory=lambda: np.zeros(0, I64))  # (P,)
     poses: np.ndarray = field(default_factory=lambda: np.zeros((0, NUM_JOINTS, 3), F32))  # (P, 17, 3) mm
+    roots: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), F32))  # (P, 3) mm, held poses' pelvis
+    visible: np.ndarray = field(default_factory=lambda: np.zeros(0, F32))  # (P,) held poses' visible fraction
+    bone_sum: np.ndarray = field(default_factory=lambda: np.zeros(NUM_JOINTS - 1, F64))  # (16,) Σ w·length
+    bone_weight: np.ndarray = field(default_factory=lambda: np.zeros(NUM_JOINTS - 1, F64))  # (16,) Σ w
     revision: str = field(default_factory=new_revision)  # replaced by every `advance`
     expires_in_s: float = 0.0  # filled in by `load`; not stored
 
+    def held_index(self, seq: int) -> int | None:
+        """Where the output of `seq` is held, or None if it was never processed or is no longer held."""
+        hits = np.flatnonzero(self.pose_seqs == seq)
+        return int(hits[0]) if len(hits) else None
+
     def held_pose(self, seq: int) -> np.ndarray | None:
         """The stored (17, 3) pose of `seq`, or None if it was never processed or is no longer held."""
-        hits = np.flatnonzero(self.pose_seqs == seq)
-        return self.poses[hits[0]] if len(hits) else None
+        index = self.held_index(seq)
+        return None if index is None else self.poses[index]
 
     def advance(
-        self, seqs: np.ndarray, kp_norm: np.ndarray, scores: np.ndarray, poses: np.ndarray, poses_held: int
+        self,
+        seqs: np.ndarray,
+        kp_norm: np.ndarray,
+        scores: np.ndarray,
+        output: SequenceOutput,
+        poses_held: int,
+        history: int | None = None,
+        bones: BoneState | None = None,
     ) -> SessionState:
         """The state after processing new frames (seqs increasing, all > last_seq).
 
         Args:
-            seqs: (n,) frame seqs; kp_norm: (n, 17, 2); scores: (n, 17); poses: (n, 17, 3) their poses, mm.
-            poses_held: how many latest poses to keep (at least the window).
+            seqs: (n,) frame seqs; kp_norm: (n, 17, 2); scores: (n, 17); output: their lifted output.
+            poses_held: how many latest poses to keep for resends.
+            history: how many latest frames the next windows need (`poselift.sequence.history_length`;
+                None: window - 1, a model that takes frames as they come).
+            bones: the bone-length estimate after these frames (None: the model keeps none).
         """
-        keep = max(poses_held, self.window)
+        keep = poses_held
+        history = self.window - 1 if history is None else history
+        n = len(seqs)
+        roots = output.root_mm if output.root_mm is not None else np.zeros((n, 3), F32)
         return replace(
             self,
             last_seq=int(seqs[-1]),
-            frames_seen=self.frames_seen + len(seqs),
-            history_kp=_tail(np.concatenate([self.history_kp, kp_norm.astype(F32)]), self.window - 1),
-            history_scores=_tail(np.concatenate([self.history_scores, scores.astype(F32)]), self.window - 1),
+            frames_seen=self.frames_seen + n,
+            history_kp=_tail(np.concatenate([self.history_kp, kp_norm.astype(F32)]), history),
+            history_scores=_tail(np.concatenate([self.history_scores, scores.astype(F32)]), history),
             pose_seqs=_tail(np.concatenate([self.pose_seqs, seqs.astype(I64)]), keep),
-            poses=_tail(np.concatenate([self.poses, poses.astype(F32)]), keep),
+            poses=_tail(np.concatenate([self.poses, output.poses_mm.astype(F32)]), keep),
+            roots=_tail(np.concatenate([self.roots, roots.astype(F32)]), keep),
+            visible=_tail(np.concatenate([self.visible, output.visible.astype(F32)]), keep),
+            bone_sum=self.bone_sum if bones is None else bones.length_sum,
+            bone_weight=self.bone_weight if bones is None else bones.weight_sum,
             revision=new_revision(),
         )
+
+    @property
+    def bones(self) -> BoneState:
+        return BoneState(self.bone_sum, self.bone_weight)
 
 
 def encode(state: SessionState) -> dict[bytes, bytes]:
@@ -146,6 +184,10 @@ def encode(state: SessionState) -> dict[bytes, bytes]:
         "width": repr(float(cam.width)),
         "height": repr(float(cam.height)),
         "fps": repr(float(cam.fps)),
+        "focal_px": "" if cam.focal_px is None else repr(float(cam.focal_px)),
+        "principal_px": ""
+        if cam.principal_px is None
+        else ",".join(repr(float(v)) for v in cam.principal_px),
         "owner": state.owner,
         "window": str(state.window),
         "created_s": repr(state.created_s),
@@ -166,6 +208,10 @@ def encode_progress(state: SessionState) -> dict[bytes, bytes]:
         b"history_scores": np.asarray(state.history_scores, F32).tobytes(),
         b"pose_seqs": np.asarray(state.pose_seqs, I64).tobytes(),
         b"poses": np.asarray(state.poses, F32).tobytes(),
+        b"roots": np.asarray(state.roots, F32).tobytes(),
+        b"visible": np.asarray(state.visible, F32).tobytes(),
+        b"bone_sum": np.asarray(state.bone_sum, F64).tobytes(),
+        b"bone_weight": np.asarray(state.bone_weight, F64).tobytes(),
     }
 
 
@@ -184,9 +230,18 @@ def decode(session_id: str, fields: Mapping[bytes, bytes], expires_in_s: float) 
     def array(name: str, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
         return np.frombuffer(fields[name.encode()], dtype=dtype).reshape(-1, *shape)
 
+    focal, principal = text("focal_px"), text("principal_px")
+    camera = Camera(
+        text("layout"),
+        float(text("width")),
+        float(text("height")),
+        float(text("fps")),
+        float(focal) if focal else None,
+        (float(principal.split(",")[0]), float(principal.split(",")[1])) if principal else None,
+    )
     return SessionState(
         session_id=session_id,
-        camera=Camera(text("layout"), float(text("width")), float(text("height")), float(text("fps"))),
+        camera=camera,
         owner=text("owner"),
         window=int(text("window")),
         created_s=float(text("created_s")),
@@ -196,6 +251,10 @@ def decode(session_id: str, fields: Mapping[bytes, bytes], expires_in_s: float) 
         history_scores=array("history_scores", F32, (NUM_JOINTS,)),
         pose_seqs=array("pose_seqs", I64, ()).reshape(-1),
         poses=array("poses", F32, (NUM_JOINTS, 3)),
+        roots=array("roots", F32, (3,)),
+        visible=array("visible", F32, ()).reshape(-1),
+        bone_sum=array("bone_sum", F64, ()).reshape(-1),
+        bone_weight=array("bone_weight", F64, ()).reshape(-1),
         revision=text("rev"),
         expires_in_s=expires_in_s,
     )

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from poselift.checkpoint import SHIPPED
 from poselift.lifter import Lifter, load_lifter
 from poselift.losses import LossWeights
 from poselift.model import LifterConfig
@@ -192,18 +193,27 @@ def evaluate_main(argv: list[str]) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from trainer.evaluate import evaluate_lifters, format_action_table, format_table, plot_results, write_json
+    from trainer.evaluate import (
+        evaluate_lifters,
+        format_action_table,
+        format_consistency_table,
+        format_table,
+        plot_results,
+        write_json,
+    )
     from trainer.mocap import Mocap
 
     lifters: dict[str, Lifter] = {}
     for ck in args.checkpoint:
-        name = ck if ck in ("seq2seq", "framewise") else Path(ck).stem
+        name = ck if ck in SHIPPED else Path(ck).stem
         lifters[name] = load_lifter(ck, "cpu")
     data = Mocap.load(args.data)
     results = evaluate_lifters(lifters, data, seed=args.seed)
     results["data"] = data.describe()
     results["checkpoints"] = {n: lf.checkpoint_id for n, lf in lifters.items()}
     print(format_table(results))
+    print()
+    print(format_consistency_table(results))
     print()
     print(format_action_table(results))
     if args.json:

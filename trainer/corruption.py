@@ -87,6 +87,11 @@ class DetectorNoise:
         return asdict(self)
 
 
+def _chance(rng: np.random.Generator, count: int, probability: float) -> np.ndarray:
+    """(count,) bool, each true with `probability`."""
+    return np.asarray(rng.random(count) < probability)
+
+
 def _runs(rng: np.random.Generator, mask: np.ndarray, frames: int, length: tuple[int, int]) -> np.ndarray:
     """A (N, T) mask true over one random run of frames per row where `mask` (N,) is set."""
     n = len(mask)
@@ -122,36 +127,32 @@ def corrupt_like_detector(
     innovation = np.sqrt(1.0 - rho**2)
     drift = np.empty_like(keypoints_px)
     state = rng.standard_normal((batch, NUM_JOINTS, 2))
-    for t in range(frames):
+    for frame in range(frames):
         state = rho * state + innovation * rng.standard_normal((batch, NUM_JOINTS, 2))
-        drift[:, t] = state
+        drift[:, frame] = state
     error = drift * sigma[:, None, :, None]
     error += noise.white_frac * sigma[:, None, :, None] * rng.standard_normal(keypoints_px.shape)
     kp = keypoints_px + error
 
     # Left/right inversion of one limb for a stretch of frames.
-    inverted = np.zeros((batch, frames, NUM_JOINTS), dtype=bool)
     which = rng.integers(0, len(LIMB_PAIRS), batch)
-    stretch = _runs(rng, rng.random(batch) < noise.inversion_prob, frames, noise.stretch_frames)
+    stretch = _runs(rng, _chance(rng, batch, noise.inversion_prob), frames, noise.stretch_frames)
     for pair_idx, (left, right) in enumerate(LIMB_PAIRS):
         rows = stretch & (which == pair_idx)[:, None]  # (B, T)
         if not rows.any():
             continue
-        b, t = np.nonzero(rows)
-        swapped = kp[b, t][:, list(right) + list(left)]
-        kp[b[:, None], t[:, None], list(left) + list(right)] = swapped
-        inverted[b[:, None], t[:, None], list(left) + list(right)] = True
+        bi, ti = np.nonzero(rows)
+        swapped = kp[bi, ti][:, list(right) + list(left)]
+        kp[bi[:, None], ti[:, None], list(left) + list(right)] = swapped
 
     # A joint snapped onto a nearby person's for a stretch of frames.
-    swap_joint = rng.integers(0, NUM_JOINTS, batch)
-    swap_rows = _runs(rng, rng.random(batch) < noise.swap_prob, frames, noise.stretch_frames)
+    swap_joint = np.asarray(rng.integers(0, NUM_JOINTS, batch))
+    swap_rows = _runs(rng, _chance(rng, batch, noise.swap_prob), frames, noise.stretch_frames)
     direction = rng.standard_normal((batch, 2))
     direction /= np.linalg.norm(direction, axis=-1, keepdims=True)
     offset = direction * (rng.uniform(*noise.swap_frac, batch) * size_px)[:, None]  # (B, 2)
-    b, t = np.nonzero(swap_rows)
-    kp[b, t, swap_joint[b]] += offset[b]
-    swapped_joint = np.zeros_like(inverted)
-    swapped_joint[b, t, swap_joint[b]] = True
+    bs, ts = np.nonzero(swap_rows)
+    kp[bs, ts, swap_joint[bs]] += offset[bs]
 
     # Confidence falls with the joint's actual error (in units of its σ); gross mistakes score low.
     err_sigmas = np.linalg.norm(kp - keypoints_px, axis=-1) / np.maximum(sigma[:, None, :], 1e-6)
@@ -160,14 +161,14 @@ def corrupt_like_detector(
     scores = np.clip(scores, 0.05, 1.0)
 
     # Occlusion: a few joints (limb ends most) missing for runs of frames; whole frames missing.
-    occluded = rng.random(batch) < noise.occlusion_prob
+    occluded = _chance(rng, batch, noise.occlusion_prob)
     count = rng.integers(noise.occluded_joints[0], noise.occluded_joints[1] + 1, batch)
     p = OCCLUSION_WEIGHT / OCCLUSION_WEIGHT.sum()
     for k in range(noise.occluded_joints[1]):
-        joint = rng.choice(NUM_JOINTS, size=batch, p=p)
+        joint = np.asarray(rng.choice(NUM_JOINTS, size=batch, p=p))
         rows = _runs(rng, occluded & (count > k), frames, noise.occlusion_frames)
-        b, t = np.nonzero(rows)
-        scores[b, t, joint[b]] = 0.0
-    frame_gone = _runs(rng, rng.random(batch) < noise.missing_frame_prob, frames, noise.missing_frames)
+        bo, to = np.nonzero(rows)
+        scores[bo, to, joint[bo]] = 0.0
+    frame_gone = _runs(rng, _chance(rng, batch, noise.missing_frame_prob), frames, noise.missing_frames)
     scores[frame_gone] = 0.0
     return kp, scores

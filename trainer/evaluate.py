@@ -1,4 +1,6 @@
-"""Evaluation on the fixed rig: P1, P2 and MPJVE per method, noise level and action (`poselift evaluate`)."""
+"""Evaluation on the fixed rig (`poselift evaluate`): per method, condition and action, P1, P2 and MPJVE; the
+skeleton's consistency (bone-length variation over time, left/right asymmetry); the pelvis trajectory
+(position and depth error, with the rig's focal length given and with the default one)."""
 
 from __future__ import annotations
 
@@ -11,13 +13,14 @@ from pathlib import Path
 import numpy as np
 
 from poselift.lifter import Lifter
-from poselift.metrics import mpjpe, mpjve, p_mpjpe, per_joint_error
+from poselift.metrics import bone_length_cv, limb_asymmetry, mpjpe, mpjve, p_mpjpe, per_joint_error
 from poselift.skeleton import H36M17_JOINTS
 from poselift.windows import causal_windows
 from trainer.mocap import Mocap
-from trainer.rig import HEIGHT_PX, WIDTH_PX, corrupt, rig_views
+from trainer.rig import FOCAL_PX, HEIGHT_PX, WIDTH_PX, corrupt, corrupt_like_detector_view, rig_views
 
-# (name, Gaussian σ in px, fraction of joints dropped)
+DETECTOR = "detector"  # the condition of trainer.corruption's detector-like 2D, with its confidences
+# (name, Gaussian σ in px, fraction of joints dropped); the detector condition ignores the numbers.
 CONDITIONS: tuple[tuple[str, float, float], ...] = (
     ("σ=0", 0.0, 0.0),
     ("σ=5", 5.0, 0.0),
@@ -26,7 +29,9 @@ CONDITIONS: tuple[tuple[str, float, float], ...] = (
     ("σ=20", 20.0, 0.0),
     ("drop10%", 0.0, 0.1),
     ("σ=10+drop10%", 10.0, 0.1),
+    (DETECTOR, 0.0, 0.0),
 )
+OFFLINE = " (offline)"  # suffix of a method lifted in the offline mode
 FILTER_WINDOW = 5
 
 PoseFilter = Callable[[np.ndarray], np.ndarray]
@@ -53,6 +58,14 @@ class _Acc:
     p2: float = 0.0
     vel_frames: int = 0
     mpjve: float = 0.0
+    views: int = 0
+    bone_cv: float = 0.0
+    asymmetry: float = 0.0
+    root_frames: int = 0
+    root_err: float = 0.0
+    depth_err: float = 0.0
+    root_err_default: float = 0.0
+    depth_err_default: float = 0.0
 
     def add(self, pred: np.ndarray, target: np.ndarray) -> None:
         n = len(pred)
@@ -62,14 +75,36 @@ class _Acc:
         if n > 1:
             self.vel_frames += n - 1
             self.mpjve += mpjve(pred, target) * (n - 1)
+            self.views += 1
+            self.bone_cv += bone_length_cv(pred)
+            self.asymmetry += limb_asymmetry(pred)
+
+    def add_root(self, pred: np.ndarray, pred_default: np.ndarray, target: np.ndarray) -> None:
+        """Pelvis positions (T, 3) mm: with the rig's focal length given, with the default, and the truth."""
+        self.root_frames += len(target)
+        self.root_err += float(np.linalg.norm(pred - target, axis=-1).sum())
+        self.depth_err += float(np.abs(pred[:, 2] - target[:, 2]).sum())
+        self.root_err_default += float(np.linalg.norm(pred_default - target, axis=-1).sum())
+        self.depth_err_default += float(np.abs(pred_default[:, 2] - target[:, 2]).sum())
 
     def result(self) -> dict[str, float]:
-        return {
+        out = {
             "P1_mm": round(self.p1 / max(self.frames, 1), 2),
             "P2_mm": round(self.p2 / max(self.frames, 1), 2),
             "MPJVE_mm_per_frame": round(self.mpjve / max(self.vel_frames, 1), 3),
+            "bone_cv_pct": round(100 * self.bone_cv / max(self.views, 1), 2),
+            "lr_asymmetry_pct": round(100 * self.asymmetry / max(self.views, 1), 2),
             "frames": self.frames,
         }
+        if self.root_frames:
+            n = self.root_frames
+            out |= {
+                "root_error_mm": round(self.root_err / n, 1),
+                "depth_error_mm": round(self.depth_err / n, 1),
+                "root_error_default_focal_mm": round(self.root_err_default / n, 1),
+                "depth_error_default_focal_mm": round(self.depth_err_default / n, 1),
+            }
+        return out
 
 
 def evaluate_lifters(
@@ -78,8 +113,12 @@ def evaluate_lifters(
     conditions: Sequence[tuple[str, float, float]] = CONDITIONS,
     seed: int = 0,
     fps: float = 30.0,
+    extras: bool = True,
 ) -> dict[str, object]:
     """Score every lifter (and frame-wise ones also with causal median/mean filters) on the rig.
+
+    With `extras` (the default; training's validation turns them off for speed) a lifter with an offline
+    head is also scored in the offline mode, as "<name> (offline)", and one with a root head on its pelvis.
 
     Returns:
         {"overall": {method: {condition: metrics}}, "per_action": {method: {condition: {action: metrics}}},
@@ -93,18 +132,31 @@ def evaluate_lifters(
     joint_sum: dict[str, dict[str, np.ndarray]] = defaultdict(lambda: defaultdict(lambda: np.zeros(17)))
     for cond, sigma, drop in conditions:
         rng = np.random.default_rng(seed)  # the same corrupted input for every method
-        inputs = [(v, *corrupt(v.keypoints_px, sigma, drop, rng)) for v in views]
+        if cond == DETECTOR:
+            inputs = [(v, *corrupt_like_detector_view(v.keypoints_px, rng)) for v in views]
+        else:
+            inputs = [(v, *corrupt(v.keypoints_px, sigma, drop, rng)) for v in views]
         for name, lifter in lifters.items():
-            methods: dict[str, PoseFilter | None] = {name: None}
-            if lifter.window == 1:
-                methods.update({f"{name}+{f}": fn for f, fn in FILTERS.items()})
-            for view, kp, scores in inputs:
-                poses = lifter.lift(kp, WIDTH_PX, HEIGHT_PX, fps, scores=scores)
-                for method, post in methods.items():
-                    pred = post(poses) if post else poses
-                    overall[method][cond].add(pred, view.target_mm)
-                    per_action[method][cond][view.action].add(pred, view.target_mm)
-                    joint_sum[method][cond] += per_joint_error(pred, view.target_mm) * len(pred)
+            offline = extras and lifter.offline_capable
+            modes = {name: "causal"} | ({name + OFFLINE: "offline"} if offline else {})
+            for lifted_name, mode in modes.items():
+                methods: dict[str, PoseFilter | None] = {lifted_name: None}
+                if lifter.window == 1:
+                    methods.update({f"{lifted_name}+{f}": fn for f, fn in FILTERS.items()})
+                for view, kp, scores in inputs:
+                    out = lifter.lift_full(
+                        kp, WIDTH_PX, HEIGHT_PX, fps, scores=scores, focal_px=FOCAL_PX, mode=mode
+                    )
+                    poses = out.poses_mm
+                    if extras and out.root_mm is not None:  # the default focal changes the pelvis only
+                        default = lifter.lift_full(kp, WIDTH_PX, HEIGHT_PX, fps, scores=scores, mode=mode)
+                        assert default.root_mm is not None
+                        overall[lifted_name][cond].add_root(out.root_mm, default.root_mm, view.root_mm)
+                    for method, post in methods.items():
+                        pred = post(poses) if post else poses
+                        overall[method][cond].add(pred, view.target_mm)
+                        per_action[method][cond][view.action].add(pred, view.target_mm)
+                        joint_sum[method][cond] += per_joint_error(pred, view.target_mm) * len(pred)
     return {
         "overall": {m: {c: a.result() for c, a in cs.items()} for m, cs in overall.items()},
         "per_action": {
@@ -119,13 +171,36 @@ def evaluate_lifters(
 
 
 def format_table(results: dict[str, object]) -> str:
-    """A markdown table: one row per method, P1 / MPJVE per condition."""
+    """A markdown table: one row per method, P1 / P2 / MPJVE per condition."""
     overall: dict[str, dict[str, dict[str, float]]] = results["overall"]  # type: ignore[assignment]
     conds = list(next(iter(overall.values())).keys())
     head = "| method | " + " | ".join(f"{c} P1 / P2 / MPJVE" for c in conds) + " |"
     lines = [head, "|" + "---|" * (len(conds) + 1)]
     for method, cs in overall.items():
         cells = [f"{m['P1_mm']:.1f} / {m['P2_mm']:.1f} / {m['MPJVE_mm_per_frame']:.2f}" for m in cs.values()]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def format_consistency_table(
+    results: dict[str, object], conditions: Sequence[str] = ("σ=0", DETECTOR)
+) -> str:
+    """A markdown table of bone-length CV, left/right asymmetry and the pelvis errors per method."""
+    overall: dict[str, dict[str, dict[str, float]]] = results["overall"]  # type: ignore[assignment]
+    conds = [c for c in conditions if c in next(iter(overall.values()))]
+    head = "| method | " + " | ".join(
+        f"{c} bone CV % / L-R asym. % / pelvis err. mm (depth; default focal)" for c in conds
+    )
+    lines = [head + " |", "|" + "---|" * (len(conds) + 1)]
+    for method, cs in overall.items():
+        cells = []
+        for c in conds:
+            m = cs[c]
+            root = "—"
+            if "root_error_mm" in m:
+                default = m["root_error_default_focal_mm"]
+                root = f"{m['root_error_mm']:.0f} ({m['depth_error_mm']:.0f}; {default:.0f})"
+            cells.append(f"{m['bone_cv_pct']:.2f} / {m['lr_asymmetry_pct']:.2f} / {root}")
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -154,7 +229,7 @@ def plot_results(results: dict[str, object], path: Path) -> None:
 
     overall: dict[str, dict[str, dict[str, float]]] = results["overall"]  # type: ignore[assignment]
     per_joint: dict[str, dict[str, list[float]]] = results["per_joint_mm"]  # type: ignore[assignment]
-    noise = [(c, s) for c, s, d in CONDITIONS if d == 0.0]
+    noise = [(c, s) for c, s, d in CONDITIONS if d == 0.0 and c != DETECTOR]
     fig, axes = plt.subplots(1, 3, figsize=(18, 5))
     for method, cs in overall.items():
         xs = [s for c, s in noise if c in cs]

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from poselift.geometry import look_at_rotation, project_to_2d, root_relative, world_to_camera
+from trainer.corruption import DetectorNoise, corrupt_like_detector
 from trainer.mocap import Mocap
 
 AZIMUTHS_DEG = (45.0, 135.0, 225.0, 315.0)
@@ -34,6 +35,7 @@ class RigView:
     action: str
     keypoints_px: np.ndarray  # (T, 17, 2)
     target_mm: np.ndarray  # (T, 17, 3) root-relative, camera frame
+    root_mm: np.ndarray  # (T, 3) the pelvis in the camera frame
 
 
 def rig_views(data: Mocap) -> Iterator[RigView]:
@@ -49,7 +51,17 @@ def rig_views(data: Mocap) -> Iterator[RigView]:
             )
             cam = world_to_camera(world, look_at_rotation(cam_pos, aim), cam_pos)
             kp = project_to_2d(cam, FOCAL_PX, (WIDTH_PX / 2, HEIGHT_PX / 2))
-            yield RigView(seg, cam_idx, str(data.action[seg]), kp, root_relative(cam))
+            yield RigView(seg, cam_idx, str(data.action[seg]), kp, root_relative(cam), cam[:, 0].copy())
+
+
+def corrupt_like_detector_view(
+    keypoints_px: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """One view through `trainer.corruption`'s detector model at its default ranges: (T, 17, 2) ->
+    (keypoints, scores (T, 17)). The person's size is the larger side of their box over the view."""
+    size = float((keypoints_px.max(axis=1) - keypoints_px.min(axis=1)).max())
+    kp, scores = corrupt_like_detector(keypoints_px[None], np.array([size]), rng, DetectorNoise())
+    return kp[0], scores[0].astype(np.float32)
 
 
 def corrupt(

@@ -104,7 +104,8 @@ def output_statistics(
 
 def validate(model: LiftingNetwork, val: Mocap) -> dict[str, float]:
     """P1/MPJVE of the (eval-mode) model on the val rig, clean and at σ = 10 px; `score` selects the best."""
-    res = evaluate_lifters({"m": Lifter(model)}, val, conditions=(("σ=0", 0.0, 0.0), ("σ=10", 10.0, 0.0)))
+    conditions = (("σ=0", 0.0, 0.0), ("σ=10", 10.0, 0.0))
+    res = evaluate_lifters({"m": Lifter(model)}, val, conditions=conditions, extras=False)
     m = res["overall"]["m"]  # type: ignore[index]
     out = {
         "P1_clean": m["σ=0"]["P1_mm"],
@@ -125,8 +126,7 @@ def causal_loss(
     dominate the gradient. The bone term charges each bone's length error directly, so the network is
     rewarded for one consistent skeleton rather than for a pose that is right on average.
     """
-    module = net.module if isinstance(net, DistributedDataParallel) else net
-    newest, centre, root_newest, root_centre = module.forward_heads(batch["keypoints_norm"], batch["scores"])
+    newest, centre, root_newest, root_centre = net(batch["keypoints_norm"], batch["scores"], True)
     target = batch["target_mm"] / MM_PER_M  # (B, 2, J, 3)
     weight = batch["joint_weight"]
     pos = joint_error(newest / MM_PER_M, target[:, 0], weight)
@@ -220,13 +220,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     t_start = time.monotonic() - elapsed0
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
     net: torch.nn.Module = DistributedDataParallel(model) if world > 1 else model
-    meta = {
+    meta: dict[str, Any] = {
         "training": {**cfg.to_dict(), "world_size": world, "device": str(device), "torch": torch.__version__},
         "training_data": train_data.describe(),
-        **(
-            {"extra_training_data": [{**d.describe(), "share": share} for d, share in extra]} if extra else {}
-        ),
     }
+    if extra:  # other training sets, with their licences as their files' folders document them
+        meta["extra_training_data"] = [{**d.describe(), "share": share} for d, share in extra]
     log = (out / "metrics.jsonl").open("a") if rank == 0 else None
 
     def checkpoint(name: str, extra: dict[str, Any]) -> None:

@@ -52,10 +52,20 @@ class CameraBody(BaseModel):
     width: Pixels
     height: Pixels
     fps: Fps = DEFAULT_FPS
+    focal_px: float | None = Field(
+        None,
+        allow_inf_nan=False,
+        description="the camera's focal length in pixels; default: a 65° field of view across the longer "
+        "image side. It only scales the pelvis depth of `trajectory`/`root`",
+    )
+    principal_px: Point2 | None = Field(
+        None, description="the principal point (cx, cy) px; default: the centre"
+    )
 
     def camera(self) -> Camera:
         """The core's view of this body's camera fields."""
-        return Camera(self.layout, self.width, self.height, self.fps)
+        principal = None if self.principal_px is None else (self.principal_px[0], self.principal_px[1])
+        return Camera(self.layout, self.width, self.height, self.fps, self.focal_px, principal)
 
 
 class LiftRequest(CameraBody):
@@ -65,6 +75,11 @@ class LiftRequest(CameraBody):
 
     keypoints: list[Joints2] = Field(min_length=1, description="(T, 17, 2) pixels, origin top-left, y down")
     scores: list[Scores] | None = Field(None, description="(T, 17) confidences; 0 = missing joint")
+    mode: Literal["causal", "offline"] = Field(
+        "causal",
+        description="causal: pose t uses frames <= t only, exactly what a session returns; offline: each "
+        "pose also sees the frames after it (more accurate and smoother, for recorded clips)",
+    )
 
 
 class LiftResponse(BaseModel):
@@ -73,6 +88,14 @@ class LiftResponse(BaseModel):
     joints: list[str] = Field(default=list(H36M17_JOINTS), description="the 17 joint names, in order")
     units: Literal["mm"] = "mm"
     poses: list[Pose3] = Field(description="(T, 17, 3) mm")
+    trajectory: list[Point3] | None = Field(
+        None,
+        description="(T, 3) mm: the pelvis in the camera frame (x right, y down, z forward); null for models "
+        "without a root head",
+    )
+    visible: list[float] = Field(
+        default_factory=list, description="(T,) the fraction of each pose's input window that was seen (0-1)"
+    )
 
 
 class SessionCreate(CameraBody):
@@ -110,6 +133,10 @@ class PoseOut(BaseModel):
 
     seq: int
     joints: Pose3 = Field(description="(17, 3) mm, h36m17 order")
+    root: Point3 | None = Field(
+        None, description="(3,) mm: the pelvis in the camera frame; null without a root head"
+    )
+    visible: float = Field(1.0, description="the fraction of this pose's input window that was seen (0-1)")
 
 
 class FramesResponse(BaseModel):

@@ -14,9 +14,10 @@ import numpy as np
 from google.protobuf.message import DecodeError, Message
 from poselift_client.gen.poselift.v1 import lifter_pb2 as pb
 
+from poselift.sequence import SequenceOutput
 from poselift.skeleton import NUM_JOINTS
 from service.errors import InvalidInput, MalformedRequest, ServiceError
-from service.lifting import SessionInfo
+from service.lifting import FrameOutput, SessionInfo
 from service.sessions import DEFAULT_FPS, Camera
 
 LAYOUTS = {pb.LAYOUT_UNSPECIFIED: "h36m17", pb.LAYOUT_H36M17: "h36m17", pb.LAYOUT_COCO17: "coco17"}
@@ -59,7 +60,24 @@ def camera(message: pb.Camera) -> Camera:
         raise InvalidInput(
             f"unknown layout {message.layout}; expected LAYOUT_H36M17 (1) or LAYOUT_COCO17 (2)"
         )
-    return Camera(layout, float(message.width), float(message.height), float(message.fps or DEFAULT_FPS))
+    principal = (float(message.cx), float(message.cy)) if message.cx or message.cy else None
+    return Camera(
+        layout,
+        float(message.width),
+        float(message.height),
+        float(message.fps or DEFAULT_FPS),
+        float(message.focal_px) if message.focal_px else None,
+        principal,
+    )
+
+
+def mode(request: pb.LiftRequest) -> str:
+    """The Lift request's mode as the core names it; an unknown number is InvalidInput."""
+    if request.mode == pb.MODE_OFFLINE:
+        return "offline"
+    if request.mode == pb.MODE_CAUSAL:
+        return "causal"
+    raise InvalidInput(f"unknown mode {request.mode}; expected MODE_CAUSAL (0) or MODE_OFFLINE (1)")
 
 
 def _reshape(values: Iterable[float], frames: int, per_frame: tuple[int, ...], name: str) -> np.ndarray:
@@ -86,9 +104,14 @@ def frame(message: pb.Frame) -> tuple[np.ndarray, np.ndarray | None]:
     return keypoints, scores
 
 
-def lift_response(poses_mm: np.ndarray) -> pb.LiftResponse:
-    """(T, 17, 3) poses as a LiftResponse."""
-    return pb.LiftResponse(num_frames=len(poses_mm), poses=poses_mm.reshape(-1).tolist())
+def lift_response(out: SequenceOutput) -> pb.LiftResponse:
+    """A lifted sequence as a LiftResponse."""
+    return pb.LiftResponse(
+        num_frames=len(out.poses_mm),
+        poses=out.poses_mm.reshape(-1).tolist(),
+        trajectory=[] if out.root_mm is None else out.root_mm.reshape(-1).tolist(),
+        visible=out.visible.tolist(),
+    )
 
 
 def session(info: SessionInfo) -> pb.StreamLiftResponse:
@@ -97,9 +120,13 @@ def session(info: SessionInfo) -> pb.StreamLiftResponse:
     )
 
 
-def pose(seq: int, pose_mm: np.ndarray) -> pb.StreamLiftResponse:
-    """One frame's (17, 3) pose."""
-    return pb.StreamLiftResponse(pose=pb.Pose(seq=seq, joints=pose_mm.reshape(-1).tolist()))
+def pose(output: FrameOutput) -> pb.StreamLiftResponse:
+    """One frame's (17, 3) pose, pelvis and visible fraction."""
+    root = [] if output.root_mm is None else output.root_mm.tolist()
+    joints = output.pose_mm.reshape(-1).tolist()
+    return pb.StreamLiftResponse(
+        pose=pb.Pose(seq=output.seq, joints=joints, root=root, visible=output.visible)
+    )
 
 
 def frame_error(seq: int, error: ServiceError) -> pb.StreamLiftResponse:

@@ -66,8 +66,10 @@ class PoseLifterServicer(pb_grpc.PoseLifterServicer):
                 self.core.authenticate(codec.bearer_token(context.invocation_metadata()))
                 request = codec.decoded(request)
                 keypoints, scores = codec.sequence(request)
-                poses = await self.core.lift(codec.camera(request.camera), keypoints, scores)
-                return codec.lift_response(poses)
+                out = await self.core.lift(
+                    codec.camera(request.camera), keypoints, scores, codec.mode(request)
+                )
+                return codec.lift_response(out)
             except Exception as error:
                 call.status = status_code(error).name
                 await abort(context, error, "Lift")
@@ -122,10 +124,10 @@ class PoseLifterServicer(pb_grpc.PoseLifterServicer):
         started = time.perf_counter()
         try:
             keypoints, scores = codec.frame(message)
-            [(seq, pose)] = await self.core.push_frames(
+            [output] = await self.core.push_frames(
                 session_id, [FrameInput(message.seq, keypoints, scores)], owner
             )
-            reply, outcome = codec.pose(seq, pose), "pose"
+            reply, outcome = codec.pose(output), "pose"
         except IN_BAND as error:
             reply, outcome = codec.frame_error(message.seq, error), error.grpc_code
         self.core.metrics.stream_frames.labels(outcome).inc()

@@ -35,7 +35,7 @@ def test_load_rejects_non_checkpoints(tmp_path):
         read_metadata(tmp_path / "plain.safetensors")
 
 
-@pytest.mark.parametrize("name", ["seq2seq", "framewise"])
+@pytest.mark.parametrize("name", ["tcn", "seq2seq", "framewise"])
 def test_shipped_checkpoints_describe_themselves(name):
     lifter = load_lifter(name, "cpu")
     meta = lifter.metadata

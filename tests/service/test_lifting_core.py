@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from poselift import Lifter
+from poselift.sequence import SequenceOutput
 from service.engine import Engine
 from service.errors import (
     InvalidInput,
@@ -19,7 +20,7 @@ from service.errors import (
     SessionIncompatible,
     SessionNotFound,
 )
-from service.lifting import FrameInput, LiftingCore, new_session_id, owner_id
+from service.lifting import FrameInput, FrameOutput, LiftingCore, new_session_id, owner_id
 from service.metrics import Metrics
 from service.sessions import Camera, MemorySessionStore, SessionState
 from tests.service.testkit import TOLERANCE_MM, Clip, make_settings
@@ -65,7 +66,7 @@ def test_core_push_retries_on_a_rival_commit_and_recomputes(lifter: Lifter, clip
     kp = clip.keypoints_px
     store = RacingStore(races=1)
 
-    async def body(core: LiftingCore) -> list[tuple[int, np.ndarray]]:
+    async def body(core: LiftingCore) -> list[FrameOutput]:
         info = await core.open_session(camera(clip), "")
         await core.push_frames(info.session_id, [FrameInput(i, kp[i]) for i in range(3)], "")
         # The rival pushes frames 3..4 between our read and our commit: ours (3..6) must be recomputed on top.
@@ -76,8 +77,8 @@ def test_core_push_retries_on_a_rival_commit_and_recomputes(lifter: Lifter, clip
 
     result = with_core(lifter, body, store)
     offline = lifter.lift(kp[:7], clip.width, clip.height, clip.fps)
-    assert [seq for seq, _ in result] == [3, 4, 5, 6]
-    np.testing.assert_allclose(np.stack([p for _, p in result]), offline[3:7], rtol=0, atol=TOLERANCE_MM)
+    assert [p.seq for p in result] == [3, 4, 5, 6]
+    np.testing.assert_allclose(np.stack([p.pose_mm for p in result]), offline[3:7], rtol=0, atol=TOLERANCE_MM)
 
 
 def test_core_push_gives_up_after_retry_budget(lifter: Lifter, clip: Clip) -> None:
@@ -86,7 +87,7 @@ def test_core_push_gives_up_after_retry_budget(lifter: Lifter, clip: Clip) -> No
 
     async def rival_commit(session_id: str) -> None:  # another writer, always just ahead of us
         current = await store.load(session_id)
-        blank = np.zeros((1, 17, 2)), np.ones((1, 17)), np.zeros((1, 17, 3))
+        blank = np.zeros((1, 17, 2)), np.ones((1, 17)), SequenceOutput(np.zeros((1, 17, 3)), None, np.ones(1))
         advanced = current.advance(np.array([next(rival_seqs)]), *blank, poses_held=8)
         assert (await MemorySessionStore.commit(store, advanced, current.revision))[0]
 
@@ -158,7 +159,7 @@ def test_core_resend_older_than_held_poses_is_seq_conflict(lifter: Lifter, clip:
                 info.session_id, [FrameInput(i, kp[i]) for i in range(first, first + 4)], ""
             )
         again = await core.push_frames(info.session_id, [FrameInput(i, kp[i]) for i in range(7, 12)], "")
-        assert [seq for seq, _ in again] == list(range(7, 12))
+        assert [p.seq for p in again] == list(range(7, 12))
         with pytest.raises(SeqConflict, match=r"older than the poses this session keeps.*last seq is 11"):
             await core.push_frames(info.session_id, [FrameInput(2, kp[2])], "")
 
@@ -174,8 +175,10 @@ def test_core_batch_of_poses_held_frames_can_be_resent_whole(lifter: Lifter, cli
         batch = [FrameInput(i, kp[i]) for i in range(3, 11)]  # poses_held frames
         first = await core.push_frames(info.session_id, batch, "")
         again = await core.push_frames(info.session_id, batch, "")  # its reply was lost: resent whole
-        assert [seq for seq, _ in again] == list(range(3, 11))
-        np.testing.assert_array_equal(np.stack([p for _, p in again]), np.stack([p for _, p in first]))
+        assert [p.seq for p in again] == list(range(3, 11))
+        np.testing.assert_array_equal(
+            np.stack([p.pose_mm for p in again]), np.stack([p.pose_mm for p in first])
+        )
         assert (await core.get_session(info.session_id, "")).frames_seen == 11
         longer = [FrameInput(i, kp[i]) for i in range(11, 20)]  # one frame more than a resend could serve
         with pytest.raises(

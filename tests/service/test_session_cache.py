@@ -94,7 +94,8 @@ def test_cache_replicas_taking_turns_give_the_uninterrupted_poses(
         await cores[1].get_session(info.session_id, "")  # replica 1 remembers the new session too
         poses = []
         for i in range(len(kp)):
-            [(_, pose)] = await cores[i % 2].push_frames(info.session_id, [FrameInput(i, kp[i])], "")
+            [out] = await cores[i % 2].push_frames(info.session_id, [FrameInput(i, kp[i])], "")
+            pose = out.pose_mm
             poses.append(pose)
         conflicts = [
             core.metrics.registry.get_sample_value("poselift_push_conflicts_total") or 0.0 for core in cores
@@ -118,7 +119,9 @@ def test_cache_a_resend_reads_the_store(lifter: Lifter, redis_server: RedisServe
         await cores[1].push_frames(sid, [FrameInput(i, kp[i]) for i in range(2)], "")
         first = await cores[0].push_frames(sid, [FrameInput(i, kp[i]) for i in (2, 3)], "")
         again = await cores[1].push_frames(sid, [FrameInput(i, kp[i]) for i in (2, 3)], "")
-        for (seq_a, pose_a), (seq_b, pose_b) in zip(first, again, strict=True):
+        for (seq_a, pose_a), (seq_b, pose_b) in zip(
+            [(p.seq, p.pose_mm) for p in first], [(p.seq, p.pose_mm) for p in again], strict=True
+        ):
             assert seq_a == seq_b
             np.testing.assert_array_equal(pose_a, pose_b)
         assert (await cores[1].get_session(sid, "")).frames_seen == 4
@@ -146,13 +149,14 @@ def test_cache_follows_a_store_that_lost_writes(
         sid = (await core.open_session(camera(clip), "")).session_id
         assert isinstance(core.store, RedisSessionStore)
         key = core.store.key(sid)
-        poses = [p for _, p in await core.push_frames(sid, [FrameInput(i, kp[i]) for i in range(5)], "")]
+        poses = [p.pose_mm for p in await core.push_frames(sid, [FrameInput(i, kp[i]) for i in range(5)], "")]
         snapshot = client.dump(key)
         assert isinstance(snapshot, bytes)
         await core.push_frames(sid, [FrameInput(i, kp[i]) for i in range(5, 10)], "")  # lost below
         client.restore(key, 60_000, snapshot, replace=True)
         for i in range(10, 20):
-            [(_, pose)] = await core.push_frames(sid, [FrameInput(i, kp[i])], "")
+            [out] = await core.push_frames(sid, [FrameInput(i, kp[i])], "")
+            pose = out.pose_mm
             poses.append(pose)
         assert core.metrics.registry.get_sample_value("poselift_push_conflicts_total") == 1.0
         return poses

@@ -1,4 +1,4 @@
-"""One suite, both stores: the in-process store and Redis behave identically."""
+"""One suite, every store: the in-process store, Redis and Redis Cluster behave identically."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import pytest
 import redis
 from redis import exceptions as redis_errors
 
+from poselift.sequence import BoneState, SequenceOutput
 from service.errors import SessionIncompatible, SessionNotFound, StoreUnavailable, TooManySessions
 from service.sessions import (
     INDEX_KEY,
@@ -25,10 +26,18 @@ from service.sessions import (
     decode,
     encode,
 )
+from tests.service.clusterkit import LoopbackCluster
 from tests.service.testkit import RedisServer
 
 CAMERA = Camera("coco17", 1280.0, 720.0, 25.0)
+CAMERA_WITH_INTRINSICS = Camera("h36m17", 1920.0, 1080.0, 30.0, 1450.5, (955.25, 540.0))
 StoreFactory = Callable[..., SessionStore]
+
+
+@pytest.fixture(params=["memory", "redis", "cluster"])
+def store_kind(request: pytest.FixtureRequest) -> str:
+    """Every store: in-process, one redis-server, and a Redis Cluster of 3 masters with replicas."""
+    return str(request.param)
 
 
 @pytest.fixture()
@@ -36,6 +45,10 @@ def make_store(store_kind: str, request: pytest.FixtureRequest) -> StoreFactory:
     """Builds a store of the parametrised kind (inside the test's event loop, as redis.asyncio needs)."""
     if store_kind == "memory":
         return lambda ttl_s=60, **kw: MemorySessionStore(ttl_s, **kw)
+    if store_kind == "cluster":
+        cluster: LoopbackCluster = request.getfixturevalue("redis_cluster")
+        cluster.flush()
+        return lambda ttl_s=60, **kw: RedisSessionStore.from_url(cluster.url, ttl_s, timeout_s=0.5)
     server: RedisServer = request.getfixturevalue("redis_server")
     server.flush()  # a clean keyspace: counts and expiries are this test's own
     return lambda ttl_s=60, **kw: RedisSessionStore.from_url(server.url, ttl_s, timeout_s=0.5)
@@ -52,29 +65,35 @@ def run(make_store: StoreFactory, body: Callable[[SessionStore], Awaitable[Any]]
     return asyncio.run(main())
 
 
-def state(session_id: str = "s" * 32, owner: str = "alice") -> SessionState:
-    return SessionState(session_id=session_id, camera=CAMERA, owner=owner, window=5)
+def state(session_id: str = "s" * 32, owner: str = "alice", camera: Camera = CAMERA) -> SessionState:
+    return SessionState(session_id=session_id, camera=camera, owner=owner, window=5)
 
 
-def frames(seqs: list[int], value: float = 0.25) -> tuple[np.ndarray, ...]:
+def frames(seqs: list[int], value: float = 0.25) -> tuple[np.ndarray, np.ndarray, np.ndarray, SequenceOutput]:
     n = len(seqs)
     kp = np.full((n, 17, 2), value, np.float32)
     scores = np.linspace(0.1, 1.0, n * 17, dtype=np.float32).reshape(n, 17)
     poses = np.arange(n * 51, dtype=np.float32).reshape(n, 17, 3)
-    return np.asarray(seqs), kp, scores, poses
+    roots = np.arange(n * 3, dtype=np.float32).reshape(n, 3) + 4000.0
+    return np.asarray(seqs), kp, scores, SequenceOutput(poses, roots, np.linspace(0, 1, n, dtype=np.float32))
 
 
 def test_store_create_load_round_trip(make_store: StoreFactory) -> None:
     async def body(store: SessionStore) -> None:
-        original = state().advance(*frames([3, 4, 9]), poses_held=8)
+        bones = BoneState(np.linspace(1e5, 2e5, 16), np.linspace(1.0, 3.0, 16))
+        original = state(camera=CAMERA_WITH_INTRINSICS).advance(*frames([3, 4, 9]), poses_held=8, bones=bones)
         await store.create(original)
         loaded = await store.load(original.session_id)
-        assert (loaded.camera, loaded.owner, loaded.window) == (CAMERA, "alice", 5)
+        assert (loaded.camera, loaded.owner, loaded.window) == (CAMERA_WITH_INTRINSICS, "alice", 5)
         assert (loaded.last_seq, loaded.frames_seen) == (9, 3)
         np.testing.assert_array_equal(loaded.history_kp, original.history_kp)
         np.testing.assert_array_equal(loaded.history_scores, original.history_scores)
         np.testing.assert_array_equal(loaded.pose_seqs, [3, 4, 9])
         np.testing.assert_array_equal(loaded.poses, original.poses)
+        np.testing.assert_array_equal(loaded.roots, original.roots)
+        np.testing.assert_array_equal(loaded.visible, original.visible)
+        np.testing.assert_array_equal(loaded.bone_sum, bones.length_sum)  # float64, exactly
+        np.testing.assert_array_equal(loaded.bone_weight, bones.weight_sum)
         assert 55 < loaded.expires_in_s <= 60
 
     run(make_store, body)
@@ -86,7 +105,7 @@ def test_store_keeps_last_window_minus_one_frames_and_held_poses() -> None:
     assert advanced.pose_seqs.tolist() == [4, 5, 6, 7, 8, 9]
     assert advanced.held_pose(2) is None
     np.testing.assert_array_equal(advanced.held_pose(9), advanced.poses[-1])
-    assert state().advance(*frames([0, 1]), poses_held=1).pose_seqs.tolist() == [0, 1]  # never fewer than W
+    assert state().advance(*frames([0, 1]), poses_held=1).pose_seqs.tolist() == [1]
 
 
 def test_store_encoding_is_raw_bytes_without_pickle() -> None:

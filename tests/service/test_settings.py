@@ -20,7 +20,7 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_settings_defaults() -> None:
     settings = Settings()
-    assert settings.redis_url == "" and settings.checkpoint == "seq2seq" and settings.device == "auto"
+    assert settings.redis_url == "" and settings.checkpoint == "tcn" and settings.device == "auto"
     assert (settings.http_port, settings.grpc_port, settings.session_ttl_s) == (8000, 50051, 300)
     assert settings.api_keys == ()
 

@@ -1,6 +1,6 @@
 """Helpers of the service tests: a throw-away redis-server, a live uvicorn server, a val clip in pixels.
 
-The checkpoint is `POSELIFT_TEST_CHECKPOINT` (default: the shipped "seq2seq"); any real checkpoint works.
+The checkpoint is `POSELIFT_TEST_CHECKPOINT` (default: the shipped default "tcn"); any real checkpoint works.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from poselift.geometry import look_at_rotation, project_to_2d, world_to_camera
 from service.api import create_app
 from service.config import Settings
 
-CHECKPOINT = os.environ.get("POSELIFT_TEST_CHECKPOINT", "seq2seq")
+CHECKPOINT = os.environ.get("POSELIFT_TEST_CHECKPOINT", "tcn")
 VAL_DATA = Path(__file__).resolve().parents[2] / "data" / "mocap" / "cmu_h36m17_val.npz"
 WIDTH, HEIGHT, FPS = 1920, 1080, 30.0
 # Poses are float32 through a recurrent network, and ONNX Runtime's kernels round differently for different

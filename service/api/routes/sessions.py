@@ -46,7 +46,17 @@ async def push_frames(session_id: str, body: FramesRequest, core: Core, owner: O
     """Lift a batch of frames (increasing seq); a resent seq returns its stored pose and changes nothing."""
     frames = [FrameInput(f.seq, f.keypoints, f.scores) for f in body.frames]
     poses = await core.push_frames(session_id, frames, owner)
-    return FramesResponse(poses=[PoseOut(seq=seq, joints=pose.tolist()) for seq, pose in poses])
+    return FramesResponse(
+        poses=[
+            PoseOut(
+                seq=p.seq,
+                joints=p.pose_mm.tolist(),
+                root=None if p.root_mm is None else p.root_mm.tolist(),
+                visible=p.visible,
+            )
+            for p in poses
+        ]
+    )
 
 
 @router.get("/{session_id}", responses=error_responses(401, 404, 409, 503))

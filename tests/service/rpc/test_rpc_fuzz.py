@@ -238,7 +238,7 @@ class SessionModel:
 
     last_seq: int = -1
     held: dict[int, np.ndarray] = field(default_factory=dict)  # seq -> (51,) float32 pose, oldest first
-    poses_held: int = POSES_HELD  # at least the model's window
+    poses_held: int = POSES_HELD
 
     def answer(self, message: pb.Frame, reply: pb.StreamLiftResponse) -> None:
         """Check the reply to a frame, and advance as the session must."""

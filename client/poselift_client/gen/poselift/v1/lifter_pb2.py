@@ -24,33 +24,35 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18poselift/v1/lifter.proto\x12\x0bposelift.v1\"Y\n\x06\x43\x61mera\x12\r\n\x05width\x18\x01 \x01(\r\x12\x0e\n\x06height\x18\x02 \x01(\r\x12\x0b\n\x03\x66ps\x18\x03 \x01(\x02\x12#\n\x06layout\x18\x04 \x01(\x0e\x32\x13.poselift.v1.Layout\"i\n\x0bLiftRequest\x12#\n\x06\x63\x61mera\x18\x01 \x01(\x0b\x32\x13.poselift.v1.Camera\x12\x12\n\nnum_frames\x18\x02 \x01(\r\x12\x11\n\tkeypoints\x18\x03 \x03(\x02\x12\x0e\n\x06scores\x18\x04 \x03(\x02\"1\n\x0cLiftResponse\x12\x12\n\nnum_frames\x18\x01 \x01(\r\x12\r\n\x05poses\x18\x02 \x03(\x02\"7\n\x05\x46rame\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x11\n\tkeypoints\x18\x02 \x03(\x02\x12\x0e\n\x06scores\x18\x03 \x03(\x02\"\x81\x01\n\x11StreamLiftRequest\x12#\n\x04open\x18\x01 \x01(\x0b\x32\x13.poselift.v1.CameraH\x00\x12\x1b\n\x11resume_session_id\x18\x02 \x01(\tH\x00\x12#\n\x05\x66rame\x18\x03 \x01(\x0b\x32\x12.poselift.v1.FrameH\x00\x42\x05\n\x03msg\"C\n\x0bSessionInfo\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08last_seq\x18\x02 \x01(\x03\x12\x0e\n\x06window\x18\x03 \x01(\r\"#\n\x04Pose\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0e\n\x06joints\x18\x02 \x03(\x02\"8\n\nFrameError\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x95\x01\n\x12StreamLiftResponse\x12+\n\x07session\x18\x01 \x01(\x0b\x32\x18.poselift.v1.SessionInfoH\x00\x12!\n\x04pose\x18\x02 \x01(\x0b\x32\x11.poselift.v1.PoseH\x00\x12(\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x17.poselift.v1.FrameErrorH\x00\x42\x05\n\x03msg*F\n\x06Layout\x12\x16\n\x12LAYOUT_UNSPECIFIED\x10\x00\x12\x11\n\rLAYOUT_H36M17\x10\x01\x12\x11\n\rLAYOUT_COCO17\x10\x02\x32\x9c\x01\n\nPoseLifter\x12;\n\x04Lift\x12\x18.poselift.v1.LiftRequest\x1a\x19.poselift.v1.LiftResponse\x12Q\n\nStreamLift\x12\x1e.poselift.v1.StreamLiftRequest\x1a\x1f.poselift.v1.StreamLiftResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18poselift/v1/lifter.proto\x12\x0bposelift.v1\"\x83\x01\n\x06\x43\x61mera\x12\r\n\x05width\x18\x01 \x01(\r\x12\x0e\n\x06height\x18\x02 \x01(\r\x12\x0b\n\x03\x66ps\x18\x03 \x01(\x02\x12#\n\x06layout\x18\x04 \x01(\x0e\x32\x13.poselift.v1.Layout\x12\x10\n\x08\x66ocal_px\x18\x05 \x01(\x02\x12\n\n\x02\x63x\x18\x06 \x01(\x02\x12\n\n\x02\x63y\x18\x07 \x01(\x02\"\x8a\x01\n\x0bLiftRequest\x12#\n\x06\x63\x61mera\x18\x01 \x01(\x0b\x32\x13.poselift.v1.Camera\x12\x12\n\nnum_frames\x18\x02 \x01(\r\x12\x11\n\tkeypoints\x18\x03 \x03(\x02\x12\x0e\n\x06scores\x18\x04 \x03(\x02\x12\x1f\n\x04mode\x18\x05 \x01(\x0e\x32\x11.poselift.v1.Mode\"V\n\x0cLiftResponse\x12\x12\n\nnum_frames\x18\x01 \x01(\r\x12\r\n\x05poses\x18\x02 \x03(\x02\x12\x12\n\ntrajectory\x18\x03 \x03(\x02\x12\x0f\n\x07visible\x18\x04 \x03(\x02\"7\n\x05\x46rame\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x11\n\tkeypoints\x18\x02 \x03(\x02\x12\x0e\n\x06scores\x18\x03 \x03(\x02\"\x81\x01\n\x11StreamLiftRequest\x12#\n\x04open\x18\x01 \x01(\x0b\x32\x13.poselift.v1.CameraH\x00\x12\x1b\n\x11resume_session_id\x18\x02 \x01(\tH\x00\x12#\n\x05\x66rame\x18\x03 \x01(\x0b\x32\x12.poselift.v1.FrameH\x00\x42\x05\n\x03msg\"C\n\x0bSessionInfo\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08last_seq\x18\x02 \x01(\x03\x12\x0e\n\x06window\x18\x03 \x01(\r\"B\n\x04Pose\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0e\n\x06joints\x18\x02 \x03(\x02\x12\x0c\n\x04root\x18\x03 \x03(\x02\x12\x0f\n\x07visible\x18\x04 \x01(\x02\"8\n\nFrameError\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x95\x01\n\x12StreamLiftResponse\x12+\n\x07session\x18\x01 \x01(\x0b\x32\x18.poselift.v1.SessionInfoH\x00\x12!\n\x04pose\x18\x02 \x01(\x0b\x32\x11.poselift.v1.PoseH\x00\x12(\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x17.poselift.v1.FrameErrorH\x00\x42\x05\n\x03msg*F\n\x06Layout\x12\x16\n\x12LAYOUT_UNSPECIFIED\x10\x00\x12\x11\n\rLAYOUT_H36M17\x10\x01\x12\x11\n\rLAYOUT_COCO17\x10\x02*)\n\x04Mode\x12\x0f\n\x0bMODE_CAUSAL\x10\x00\x12\x10\n\x0cMODE_OFFLINE\x10\x01\x32\x9c\x01\n\nPoseLifter\x12;\n\x04Lift\x12\x18.poselift.v1.LiftRequest\x1a\x19.poselift.v1.LiftResponse\x12Q\n\nStreamLift\x12\x1e.poselift.v1.StreamLiftRequest\x1a\x1f.poselift.v1.StreamLiftResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'poselift.v1.lifter_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LAYOUT']._serialized_start=795
-  _globals['_LAYOUT']._serialized_end=865
-  _globals['_CAMERA']._serialized_start=41
-  _globals['_CAMERA']._serialized_end=130
-  _globals['_LIFTREQUEST']._serialized_start=132
-  _globals['_LIFTREQUEST']._serialized_end=237
-  _globals['_LIFTRESPONSE']._serialized_start=239
-  _globals['_LIFTRESPONSE']._serialized_end=288
-  _globals['_FRAME']._serialized_start=290
-  _globals['_FRAME']._serialized_end=345
-  _globals['_STREAMLIFTREQUEST']._serialized_start=348
-  _globals['_STREAMLIFTREQUEST']._serialized_end=477
-  _globals['_SESSIONINFO']._serialized_start=479
-  _globals['_SESSIONINFO']._serialized_end=546
-  _globals['_POSE']._serialized_start=548
-  _globals['_POSE']._serialized_end=583
-  _globals['_FRAMEERROR']._serialized_start=585
-  _globals['_FRAMEERROR']._serialized_end=641
-  _globals['_STREAMLIFTRESPONSE']._serialized_start=644
-  _globals['_STREAMLIFTRESPONSE']._serialized_end=793
-  _globals['_POSELIFTER']._serialized_start=868
-  _globals['_POSELIFTER']._serialized_end=1024
+  _globals['_LAYOUT']._serialized_start=940
+  _globals['_LAYOUT']._serialized_end=1010
+  _globals['_MODE']._serialized_start=1012
+  _globals['_MODE']._serialized_end=1053
+  _globals['_CAMERA']._serialized_start=42
+  _globals['_CAMERA']._serialized_end=173
+  _globals['_LIFTREQUEST']._serialized_start=176
+  _globals['_LIFTREQUEST']._serialized_end=314
+  _globals['_LIFTRESPONSE']._serialized_start=316
+  _globals['_LIFTRESPONSE']._serialized_end=402
+  _globals['_FRAME']._serialized_start=404
+  _globals['_FRAME']._serialized_end=459
+  _globals['_STREAMLIFTREQUEST']._serialized_start=462
+  _globals['_STREAMLIFTREQUEST']._serialized_end=591
+  _globals['_SESSIONINFO']._serialized_start=593
+  _globals['_SESSIONINFO']._serialized_end=660
+  _globals['_POSE']._serialized_start=662
+  _globals['_POSE']._serialized_end=728
+  _globals['_FRAMEERROR']._serialized_start=730
+  _globals['_FRAMEERROR']._serialized_end=786
+  _globals['_STREAMLIFTRESPONSE']._serialized_start=789
+  _globals['_STREAMLIFTRESPONSE']._serialized_end=938
+  _globals['_POSELIFTER']._serialized_start=1056
+  _globals['_POSELIFTER']._serialized_end=1212
 # @@protoc_insertion_point(module_scope)

@@ -12,41 +12,60 @@ class Layout(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     LAYOUT_UNSPECIFIED: _ClassVar[Layout]
     LAYOUT_H36M17: _ClassVar[Layout]
     LAYOUT_COCO17: _ClassVar[Layout]
+
+class Mode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MODE_CAUSAL: _ClassVar[Mode]
+    MODE_OFFLINE: _ClassVar[Mode]
 LAYOUT_UNSPECIFIED: Layout
 LAYOUT_H36M17: Layout
 LAYOUT_COCO17: Layout
+MODE_CAUSAL: Mode
+MODE_OFFLINE: Mode
 
 class Camera(_message.Message):
-    __slots__ = ("width", "height", "fps", "layout")
+    __slots__ = ("width", "height", "fps", "layout", "focal_px", "cx", "cy")
     WIDTH_FIELD_NUMBER: _ClassVar[int]
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
     FPS_FIELD_NUMBER: _ClassVar[int]
     LAYOUT_FIELD_NUMBER: _ClassVar[int]
+    FOCAL_PX_FIELD_NUMBER: _ClassVar[int]
+    CX_FIELD_NUMBER: _ClassVar[int]
+    CY_FIELD_NUMBER: _ClassVar[int]
     width: int
     height: int
     fps: float
     layout: Layout
-    def __init__(self, width: _Optional[int] = ..., height: _Optional[int] = ..., fps: _Optional[float] = ..., layout: _Optional[_Union[Layout, str]] = ...) -> None: ...
+    focal_px: float
+    cx: float
+    cy: float
+    def __init__(self, width: _Optional[int] = ..., height: _Optional[int] = ..., fps: _Optional[float] = ..., layout: _Optional[_Union[Layout, str]] = ..., focal_px: _Optional[float] = ..., cx: _Optional[float] = ..., cy: _Optional[float] = ...) -> None: ...
 
 class LiftRequest(_message.Message):
-    __slots__ = ("camera", "num_frames", "keypoints", "scores")
+    __slots__ = ("camera", "num_frames", "keypoints", "scores", "mode")
     CAMERA_FIELD_NUMBER: _ClassVar[int]
     NUM_FRAMES_FIELD_NUMBER: _ClassVar[int]
     KEYPOINTS_FIELD_NUMBER: _ClassVar[int]
     SCORES_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
     camera: Camera
     num_frames: int
     keypoints: _containers.RepeatedScalarFieldContainer[float]
     scores: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, camera: _Optional[_Union[Camera, _Mapping]] = ..., num_frames: _Optional[int] = ..., keypoints: _Optional[_Iterable[float]] = ..., scores: _Optional[_Iterable[float]] = ...) -> None: ...
+    mode: Mode
+    def __init__(self, camera: _Optional[_Union[Camera, _Mapping]] = ..., num_frames: _Optional[int] = ..., keypoints: _Optional[_Iterable[float]] = ..., scores: _Optional[_Iterable[float]] = ..., mode: _Optional[_Union[Mode, str]] = ...) -> None: ...
 
 class LiftResponse(_message.Message):
-    __slots__ = ("num_frames", "poses")
+    __slots__ = ("num_frames", "poses", "trajectory", "visible")
     NUM_FRAMES_FIELD_NUMBER: _ClassVar[int]
     POSES_FIELD_NUMBER: _ClassVar[int]
+    TRAJECTORY_FIELD_NUMBER: _ClassVar[int]
+    VISIBLE_FIELD_NUMBER: _ClassVar[int]
     num_frames: int
     poses: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, num_frames: _Optional[int] = ..., poses: _Optional[_Iterable[float]] = ...) -> None: ...
+    trajectory: _containers.RepeatedScalarFieldContainer[float]
+    visible: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, num_frames: _Optional[int] = ..., poses: _Optional[_Iterable[float]] = ..., trajectory: _Optional[_Iterable[float]] = ..., visible: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class Frame(_message.Message):
     __slots__ = ("seq", "keypoints", "scores")
@@ -79,12 +98,16 @@ class SessionInfo(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., last_seq: _Optional[int] = ..., window: _Optional[int] = ...) -> None: ...
 
 class Pose(_message.Message):
-    __slots__ = ("seq", "joints")
+    __slots__ = ("seq", "joints", "root", "visible")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     JOINTS_FIELD_NUMBER: _ClassVar[int]
+    ROOT_FIELD_NUMBER: _ClassVar[int]
+    VISIBLE_FIELD_NUMBER: _ClassVar[int]
     seq: int
     joints: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, seq: _Optional[int] = ..., joints: _Optional[_Iterable[float]] = ...) -> None: ...
+    root: _containers.RepeatedScalarFieldContainer[float]
+    visible: float
+    def __init__(self, seq: _Optional[int] = ..., joints: _Optional[_Iterable[float]] = ..., root: _Optional[_Iterable[float]] = ..., visible: _Optional[float] = ...) -> None: ...
 
 class FrameError(_message.Message):
     __slots__ = ("seq", "code", "message")

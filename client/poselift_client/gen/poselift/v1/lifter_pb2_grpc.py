@@ -52,7 +52,8 @@ class PoseLifterServicer:
     """
 
     def Lift(self, request, context):
-        """A whole sequence at once, causally (pose t uses frames <= t only). Errors are status codes.
+        """A whole sequence at once, causally (pose t uses frames <= t only) unless mode is OFFLINE. Errors are
+        status codes.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
