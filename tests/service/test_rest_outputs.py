@@ -1,4 +1,4 @@
-"""What /v1/lift and sessions return beyond poses, over real HTTP: trajectory, visible fraction, modes, fps."""
+"""What /v1/lift and sessions return beyond poses, over real HTTP: trajectory, visible fraction, mode, fps."""
 
 from __future__ import annotations
 

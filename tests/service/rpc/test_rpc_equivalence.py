@@ -5,6 +5,8 @@ from __future__ import annotations
 import grpc
 import httpx
 import numpy as np
+import pytest
+from poselift_client.gen.poselift.v1 import lifter_pb2 as pb
 from poselift_client.gen.poselift.v1 import lifter_pb2_grpc as pb_grpc
 
 from poselift import Lifter
@@ -85,3 +87,32 @@ def test_rpc_resume_on_another_replica_and_across_transports(
             status = client.get(f"/v1/sessions/{session_id}").json()
     np.testing.assert_allclose(rest, expected[40:], rtol=0, atol=TOLERANCE_MM)
     assert status["frames_seen"] == total and status["last_seq"] == total - 1  # no frame entered twice
+
+
+def test_rpc_trajectory_visible_and_offline_mode_match_the_python_api(
+    stub: pb_grpc.PoseLifterStub, lifter: Lifter, clip: Clip
+) -> None:
+    kp = np.asarray(clip.keypoints_px, np.float32).astype(np.float64)
+    camera = pb.Camera(
+        width=clip.width, height=clip.height, fps=clip.fps, layout=pb.LAYOUT_H36M17, focal_px=1100.0
+    )
+    expected = lifter.lift_full(kp, clip.width, clip.height, clip.fps, focal_px=1100.0)
+    assert expected.root_mm is not None
+    lifted = stub.Lift(lift_request(clip, camera=camera), timeout=30)
+    np.testing.assert_allclose(np.reshape(lifted.trajectory, (-1, 3)), expected.root_mm, rtol=1e-5, atol=0.01)
+    np.testing.assert_allclose(lifted.visible, expected.visible, atol=1e-6)
+
+    replies = stream(stub, [pb.StreamLiftRequest(open=camera), *(frame(clip, i) for i in range(len(kp)))])
+    roots = [list(r.pose.root) for r in replies if r.WhichOneof("msg") == "pose"]
+    np.testing.assert_allclose(roots, expected.root_mm, rtol=1e-5, atol=0.01)
+
+    off = lifter.lift_full(kp, clip.width, clip.height, clip.fps, mode="offline")
+    lifted_off = stub.Lift(lift_request(clip, mode=pb.MODE_OFFLINE), timeout=30)
+    np.testing.assert_allclose(
+        np.reshape(lifted_off.poses, (-1, 17, 3)), off.poses_mm, rtol=0, atol=TOLERANCE_MM
+    )
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.Lift(lift_request(clip, mode=7), timeout=30)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "unknown mode 7" in str(
+        caught.value.details()
+    )
