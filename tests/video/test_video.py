@@ -28,6 +28,7 @@ FRAMES = 24  # 2.4 s of the video; the first people enter tracks after 2 frames
 MIN_TRACK_FRAMES = 8
 
 pytestmark = [
+    pytest.mark.timeout(600),  # the first test also waits for the server and the detector (~1 min when idle)
     pytest.mark.skipif(not VTEST.is_file(), reason=f"{VTEST} missing: make video-setup (apt opencv-doc)"),
     pytest.mark.skipif(
         not detector_python().exists(),
@@ -46,7 +47,7 @@ def poselift(*args: str | Path, timeout: float = 280.0) -> subprocess.CompletedP
 def over_grpc(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """`poselift video` on the first FRAMES frames, lifted by a real `poselift serve` over gRPC."""
     out = tmp_path_factory.mktemp("video-grpc")
-    replica = Replica()
+    replica = Replica(POSELIFT_BACKEND="torch")  # the in-process lifter's runtime; no ONNX export at start
     try:
         replica.wait_ready(timeout_s=300.0)  # a loaded 2-core machine starts it slowly
         done = poselift(
