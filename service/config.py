@@ -65,6 +65,12 @@ class Settings(BaseSettings):
         default=8 * 1024 * 1024, ge=1024, description="largest request body accepted (413 above)"
     )
     max_batch: int = Field(default=256, ge=1, description="windows per forward pass of the batching worker")
+    clip_chunk: int = Field(
+        default=32,
+        ge=1,
+        description="windows of a /v1/lift clip sent to the model at a time, so live streams' frames are "
+        "batched in between instead of waiting for the whole clip",
+    )
     batch_wait_ms: float = Field(
         default=2.0, ge=0.0, le=1000.0, description="how long a batch waits to fill up"
     )

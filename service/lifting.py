@@ -245,7 +245,15 @@ class LiftingCore:
             win_kp, win_sc = offline_inputs(kp_norm, sc_norm, self.window, step)
         else:
             win_kp, win_sc = causal_inputs(kp_norm[:0], sc_norm[:0], kp_norm, sc_norm, self.window, step)
-        heads = await self.engine.run_windows(win_kp, win_sc)
+        # A long clip goes to the model in chunks, each awaited before the next is queued, so live streams'
+        # frames queued meanwhile ride in the next batch instead of waiting behind the whole clip.
+        chunk = self.settings.clip_chunk
+        heads = np.concatenate(
+            [
+                await self.engine.run_windows(win_kp[i : i + chunk], win_sc[i : i + chunk])
+                for i in range(0, len(win_kp), chunk)
+            ]
+        )
         bones = BoneState.empty() if lifter.consistent_bones else None
         out, _ = finish(
             heads, win_sc, sc_norm, _camera_norm(camera), bones, lifter.has_root, mode == "offline"
