@@ -278,9 +278,11 @@ ui.view3d.appendChild(renderer.domElement);
 const scene = new THREE.Scene();
 scene.background = new THREE.Color('#1e2128');
 const camera = new THREE.PerspectiveCamera(45, 1, 0.01, 200);
-camera.position.set(0, 0.4, 3.6);
+camera.position.set(1.2, 0.9, 3.2); // a little above and to the side of the filming camera
 const controls = new OrbitControls(camera, renderer.domElement);
 controls.enableDamping = true;
+let dirty = true; // the 3D view needs drawing again
+controls.addEventListener('change', () => { dirty = true; });
 scene.add(new THREE.HemisphereLight('#ffffff', '#404040', 2.5));
 
 const grid = new THREE.GridHelper(10, 20, '#5b6170', '#363a45');
@@ -343,6 +345,7 @@ function refreshClip() {
     path = new THREE.Line(new THREE.BufferGeometry().setFromPoints(points), new THREE.LineBasicMaterial({ color: '#c9a227' }));
     scene.add(path);
   }
+  dirty = true;
 }
 
 function draw3d(t) {
@@ -354,6 +357,7 @@ function draw3d(t) {
   boneGeometry.attributes.position.needsUpdate = true;
   spheres.forEach((s) => { s.visible = true; });
   bones.visible = true;
+  dirty = true;
 }
 
 // ---------------------------------------------------------------------------------------------- 2D view
@@ -366,6 +370,7 @@ function fitCanvas() {
   renderer.setSize(size.width, size.height, false);
   camera.aspect = size.width / Math.max(1, size.height);
   camera.updateProjectionMatrix();
+  dirty = true;
 }
 
 function draw2d(t) {
@@ -419,6 +424,7 @@ function show(newClip, message) {
   else {
     spheres.forEach((s) => { s.visible = false; });
     bones.visible = false;
+    dirty = true;
     draw2d(0);
     ui.label.textContent = 'waiting for the first pose…';
   }
@@ -450,8 +456,11 @@ function tick(now) {
     const t = (playStart.frame + Math.floor(elapsed * clip.fps)) % T;
     if (t !== frame) showFrame(t);
   }
-  controls.update();
-  renderer.render(scene, camera);
+  // Rendered only when something moved: WebGL on a CPU-only machine is slow, and an idle page costs nothing.
+  if (controls.update() || dirty) {
+    dirty = false;
+    renderer.render(scene, camera);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------- wiring
