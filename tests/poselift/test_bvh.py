@@ -71,7 +71,7 @@ def test_round_trip_through_pybvh_gives_the_poses_back(tmp_path, units):
 def test_round_trip_of_a_lifters_output(tmp_path):
     """Lifted poses have bones that stretch from frame to frame; the directions still come back exactly."""
     clip = mocap_poses(segment=10, frames=90)
-    lifter = load_lifter(backend="torch")
+    lifter = load_lifter("seq2seq", backend="torch")
     lifted = lifter.lift(clip.keypoints_px, clip.width, clip.height, clip.fps).astype(np.float64)
     path = tmp_path / "lifted.bvh"
     write_bvh(path, lifted, clip.fps, clip.trajectory_mm)
