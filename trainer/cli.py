@@ -163,6 +163,13 @@ def add_evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", default=None, help="write all results here")
     p.add_argument("--plot", default=None, help="write a PNG of error vs noise and per-joint error")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--tracks",
+        default=None,
+        metavar="DIR",
+        help="also score skeleton consistency on real detector output: the track_*.npz poses files of "
+        "`poselift video --out DIR` (no 3D truth: bone-length CV and left/right asymmetry)",
+    )
 
 
 def train_main(argv: list[str]) -> int:
@@ -195,9 +202,11 @@ def evaluate_main(argv: list[str]) -> int:
 def run_evaluate(args: argparse.Namespace) -> int:
     from trainer.evaluate import (
         evaluate_lifters,
+        evaluate_tracks,
         format_action_table,
         format_consistency_table,
         format_table,
+        format_tracks_table,
         plot_results,
         write_json,
     )
@@ -216,6 +225,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
     print(format_consistency_table(results))
     print()
     print(format_action_table(results))
+    if args.tracks:
+        results["tracks"] = evaluate_tracks(lifters, Path(args.tracks))
+        print()
+        print(format_tracks_table(results["tracks"]))  # type: ignore[arg-type]
     if args.json:
         write_json(results, Path(args.json))
     if args.plot:

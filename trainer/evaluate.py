@@ -256,3 +256,47 @@ def plot_results(results: dict[str, object], path: Path) -> None:
 def write_json(results: dict[str, object], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n")
+
+
+def evaluate_tracks(lifters: dict[str, Lifter], folder: Path) -> dict[str, dict[str, float]]:
+    """Skeleton consistency on real detector output: every poses file (`track_*.npz`) in `folder`.
+
+    Each track's 2D keypoints and scores (what a detector saw, e.g. `poselift video`'s output) are lifted
+    again by every lifter, causally, at the track's fps and camera. There is no 3D truth here, only the
+    skeleton: per method, the median over tracks of the bone-length CV (median over bones of std / mean
+    over time) and the mean left/right limb asymmetry, in percent.
+    """
+    from poselift.poses_file import load_poses_file
+
+    tracks = [load_poses_file(path) for path in sorted(folder.glob("track_*.npz"))]
+    if not tracks:
+        raise FileNotFoundError(f"no track_*.npz poses files in {folder}")
+    out: dict[str, dict[str, float]] = {}
+    for name, lifter in lifters.items():
+        cvs, asym = [], []
+        for track in tracks:
+            poses = lifter.lift(
+                track.keypoints_px, track.width, track.height, track.fps, scores=track.scores, layout="h36m17"
+            )
+            seen = track.scores.max(axis=1) > 0  # frames with a detection
+            cvs.append(bone_length_cv(poses[seen]))
+            asym.append(limb_asymmetry(poses[seen]))
+        out[name] = {
+            "tracks": len(tracks),
+            "frames": int(sum(t.num_frames for t in tracks)),
+            "bone_cv_median_pct": round(100 * float(np.median(cvs)), 2),
+            "lr_asymmetry_pct": round(100 * float(np.mean(asym)), 2),
+        }
+    return out
+
+
+def format_tracks_table(results: dict[str, dict[str, float]]) -> str:
+    """A markdown table of `evaluate_tracks`' figures."""
+    lines = [
+        "| method (real detector output) | tracks | frames | bone-length CV % (median) | L-R asymmetry % |"
+    ]
+    lines.append("|---|---|---|---|---|")
+    for name, m in results.items():
+        cv, asym = m["bone_cv_median_pct"], m["lr_asymmetry_pct"]
+        lines.append(f"| {name} | {m['tracks']} | {m['frames']} | {cv:.2f} | {asym:.2f} |")
+    return "\n".join(lines)
