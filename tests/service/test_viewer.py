@@ -27,8 +27,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from poselift.geometry import look_at_rotation, project_to_2d, world_to_camera
-from poselift.poses_file import Poses, save_poses_file
+from poselift.geometry import default_focal_px, look_at_rotation, project_to_2d, world_to_camera
+from poselift.poses_file import Poses, load_poses_file, save_poses_file
 from poselift.skeleton import H36M17_JOINTS, H36M17_PARENTS
 from tests.service.testkit import CHECKPOINT, TOLERANCE_MM, VAL_DATA, free_port
 from trainer import rig
@@ -254,7 +254,7 @@ def test_viewer_shows_the_apis_401_without_the_right_key(
 
 
 def test_viewer_plays_and_scrubs_the_lifted_clip_drawing_the_apis_poses(
-    server: str, browser: Browser, clip: tuple[dict[str, Any], np.ndarray]
+    server: str, browser: Browser, clip: tuple[dict[str, Any], np.ndarray], tmp_path: Path
 ) -> None:
     body = clip[0]
     expected, trajectory = lift(server, body)  # (T, 17, 3), (T, 3) | None
@@ -296,6 +296,19 @@ def test_viewer_plays_and_scrubs_the_lifted_clip_drawing_the_apis_poses(
     pixels = np.asarray(Image.open(io.BytesIO(browser.page.locator("#view3d").screenshot())).convert("RGB"))
     red, blue = pixels[..., 0].astype(int), pixels[..., 2].astype(int)
     assert np.count_nonzero(blue - red > 80) > 50 and np.count_nonzero(red - blue > 80) > 50
+
+    # "Save poses file" downloads what poselift's own reader takes, holding what was lifted.
+    with browser.page.expect_download() as download:
+        browser.page.click("#save")
+    assert download.value.suggested_filename == "clip.poses.json"
+    download.value.save_as(tmp_path / "clip.poses.json")
+    saved = load_poses_file(tmp_path / "clip.poses.json")
+    np.testing.assert_allclose(saved.poses_mm, expected, rtol=0, atol=TOLERANCE_MM)
+    np.testing.assert_array_equal(saved.keypoints_px, np.asarray(body["keypoints"]))
+    assert (saved.fps, saved.width, saved.height) == (30.0, body["width"], body["height"])
+    assert saved.focal_px == pytest.approx(default_focal_px(body["width"], body["height"]), rel=1e-12)
+    if trajectory is not None:
+        np.testing.assert_allclose(saved.trajectory_mm, trajectory, rtol=0, atol=TOLERANCE_MM)
     assert browser.errors == []
 
 

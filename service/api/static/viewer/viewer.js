@@ -35,7 +35,9 @@ const $ = (id) => document.getElementById(id);
 const ui = {
   key: $('api-key'), file: $('file'), live: $('live'), drop: $('drop'), status: $('status'),
   canvas: $('view2d'), view3d: $('view3d'), play: $('play'), scrub: $('scrub'), label: $('frame-label'),
+  save: $('save'),
 };
+const DEFAULT_HFOV_DEG = 65; // poselift.geometry.DEFAULT_HFOV_DEG: the focal assumed when a body gives none
 
 // ---------------------------------------------------------------------------------------------- state
 let clip = null; // {source, fps, width, height, layout, keypoints|null, poses, trajectory|null, visible|null}
@@ -107,6 +109,8 @@ function clipFromPosesFile(doc) {
   }
   return {
     source: 'poses file',
+    name: null,
+    body: null,
     fps: positive(doc.fps, 'fps', DEFAULT_FPS),
     width: positive(doc.width, 'width', keypoints ? undefined : 1),
     height: positive(doc.height, 'height', keypoints ? undefined : 1),
@@ -136,6 +140,8 @@ function checkLiftBody(doc) {
 function clipFromLift(body, poses, answer) {
   const T = poses.length;
   return {
+    name: null,
+    body,
     source: liveSession ? 'live session' : '/v1/lift',
     fps: isNumber(body.fps) && body.fps > 0 ? body.fps : DEFAULT_FPS,
     width: body.width,
@@ -196,7 +202,7 @@ async function openText(name, text) {
     } else {
       setStatus(`${name}: lifting ${doc.keypoints.length} frames…`);
       const answer = await api('POST', 'v1/lift', doc);
-      show(clipFromLift(doc, answer.poses, answer), `${name}: lifted by /v1/lift`);
+      show({ ...clipFromLift(doc, answer.poses, answer), name }, `${name}: lifted by /v1/lift`);
     }
   } else {
     throw new InputError(`${name} is neither a /v1/lift body ("keypoints") nor a poses file ("poses_mm")`);
@@ -211,6 +217,44 @@ async function openFile(file) {
   }
 }
 
+// ---------------------------------------------------------------------------------------------- saving
+/** The lifted clip as a poses file (docs/outputs.md): what `poselift.poses_file.load_poses_file` reads. */
+function posesFile() {
+  const T = clip.poses.length;
+  const body = clip.body;
+  const focal = isNumber(body.focal_px) && body.focal_px > 0
+    ? body.focal_px
+    : Math.max(clip.width, clip.height) / (2 * Math.tan((DEFAULT_HFOV_DEG * Math.PI) / 360));
+  return {
+    fps: clip.fps,
+    width: clip.width,
+    height: clip.height,
+    focal_px: focal,
+    joints: JOINTS,
+    keypoints_px: clip.keypoints.slice(0, T),
+    scores: Array.isArray(body.scores) ? body.scores.slice(0, T) : clip.poses.map(() => JOINTS.map(() => 1)),
+    poses_mm: clip.poses,
+    trajectory_mm: clip.trajectory ? clip.trajectory.slice(0, T) : clip.poses.map(() => [0, 0, 0]),
+    visible: clip.visible ? clip.visible.slice(0, T) : clip.poses.map(() => 1),
+  };
+}
+
+function canSave() {
+  // A poses file holds h36m17 keypoints; a coco17 body's would need the service's conversion.
+  return Boolean(clip && clip.body && clip.keypoints && clip.layout === 'h36m17' && clip.poses.length
+    && !(liveSession && !liveSession.done));
+}
+
+function save() {
+  if (!canSave()) return;
+  const blob = new Blob([JSON.stringify(posesFile())], { type: 'application/json' });
+  const link = document.createElement('a');
+  link.href = URL.createObjectURL(blob);
+  link.download = `${(clip.name ?? 'clip').replace(/\.json$/i, '')}.poses.json`;
+  link.click();
+  setTimeout(() => URL.revokeObjectURL(link.href), 10_000);
+}
+
 // ------------------------------------------------------------------------------- live session (optional)
 // The clip's frames are pushed through /v1/sessions as a camera would send them, one batch per display
 // frame with whatever frames fell due; each pose is shown as it comes back.
@@ -222,7 +266,7 @@ async function startLive(name, body) {
   const created = await api('POST', 'v1/sessions', camera);
   const session = { id: created.session_id, body, sent: 0, done: false, busy: false, start: performance.now() };
   liveSession = session;
-  const empty = clipFromLift(body, [], null);
+  const empty = { ...clipFromLift(body, [], null), name };
   show(empty, `${name}: live session ${session.id}`);
 }
 
@@ -252,6 +296,7 @@ async function pumpLive(now) {
     showFrame(clip.poses.length - 1);
     if (due === total) {
       session.done = true;
+      ui.save.disabled = !canSave();
       await api('DELETE', `v1/sessions/${session.id}`).catch(() => {});
       setStatus(`live session ${session.id}: ${total} frames lifted; scrub or play them`);
     }
@@ -416,6 +461,7 @@ function draw2d(t) {
 function show(newClip, message) {
   clip = newClip;
   frame = 0;
+  ui.save.disabled = !canSave();
   refreshClip();
   window.viewerState.loads += 1;
   const T = clip.poses.length;
@@ -433,6 +479,7 @@ function show(newClip, message) {
 
 function showFrame(t) {
   frame = t;
+  ui.save.disabled = !canSave();
   draw3d(t);
   draw2d(t);
   ui.scrub.value = String(t);
@@ -465,6 +512,7 @@ function tick(now) {
 
 // ---------------------------------------------------------------------------------------------- wiring
 ui.play.addEventListener('click', () => setPlaying(!playing));
+ui.save.addEventListener('click', save);
 ui.scrub.addEventListener('input', () => {
   setPlaying(false);
   if (clip && clip.poses.length) showFrame(Number(ui.scrub.value));
