@@ -12,6 +12,7 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,9 @@ class TrainConfig:
     bone_weight: float = 0.5  # |bone length error| (m), beside MPJPE (m)
     final_lr_ratio: float = 0.0  # > 0: lr decays exponentially to lr·ratio at the end of `minutes`
     init_from: str | None = None  # start from this checkpoint's weights (a fresh optimiser)
+    # Processes drawing training windows ahead of the optimiser: the numpy sampler is about half of a tcn
+    # step on CPU (py-spy of a run), and it runs beside the model's threads instead of between steps.
+    loader_workers: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -89,8 +93,41 @@ def _device(rank: int) -> torch.device:
     return torch.device("cpu")
 
 
-def _batch_to(batch: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
-    return {k: torch.from_numpy(v).to(device) for k, v in batch.items()}
+class _Windows(torch.utils.data.IterableDataset[dict[str, np.ndarray]]):
+    """Endless batches from a sampler built in each loader process with its own seeded generator."""
+
+    def __init__(self, make_sampler: Any, seed: int, batch_size: int) -> None:
+        self.make_sampler, self.seed, self.batch_size = make_sampler, seed, batch_size
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        info = torch.utils.data.get_worker_info()
+        sampler = self.make_sampler(np.random.default_rng([self.seed, info.id if info else 0]))
+        while True:
+            yield sampler.sample(self.batch_size)
+
+
+def _batches(
+    make_sampler: Any, rng: np.random.Generator, cfg: TrainConfig, rank: int, step: int
+) -> Iterator[dict[str, np.ndarray]]:
+    """Training batches: drawn in `cfg.loader_workers` processes (0: here, from `rng`).
+
+    Loader processes are seeded from the run's seed, rank and starting step, so a resumed run draws new
+    windows (not the first run's again); their generators' states are not saved.
+    """
+    if cfg.loader_workers <= 0:
+        sampler = make_sampler(rng)
+        while True:
+            yield sampler.sample(cfg.batch_size)
+    dataset = _Windows(make_sampler, cfg.seed * 1_000_003 + rank * 10_007 + step, cfg.batch_size)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=None, num_workers=cfg.loader_workers, prefetch_factor=4, persistent_workers=True
+    )
+    yield from loader
+
+
+def _batch_to(batch: dict[str, Any], device: torch.device) -> dict[str, torch.Tensor]:
+    """numpy arrays (or the tensors a DataLoader made of them) on `device`."""
+    return {k: torch.as_tensor(v).to(device) for k, v in batch.items()}
 
 
 def output_statistics(
@@ -193,7 +230,6 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             return CausalWindowSampler(sources, cfg.model.window, cfg.causal_augment, generator)
         return WindowSampler(train_data, cfg.model.window, cfg.augment, generator)
 
-    sampler = make_sampler(rng)
     model = build_model(cfg.model)
     stats = output_statistics(make_sampler(np.random.default_rng(cfg.seed)), cfg.stats_batches, 512)
     model.scaler.set_statistics(*stats)
@@ -217,6 +253,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             return float(cfg.final_lr_ratio ** min((time.monotonic() - t_start) / budget_s, 1.0))
         return float(cfg.lr_decay ** ((s + step) / cfg.lr_decay_steps))
 
+    batches = _batches(make_sampler, rng, cfg, rank, step)
     t_start = time.monotonic() - elapsed0
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
     net: torch.nn.Module = DistributedDataParallel(model) if world > 1 else model
@@ -268,7 +305,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             break
 
         model.train()
-        batch = _batch_to(sampler.sample(cfg.batch_size), device)
+        batch = _batch_to(next(batches), device)
         if isinstance(model, TemporalConvLifter):
             if budget_s > 0:  # VideoPose3D's batch-norm momentum decay, 0.1 -> 0.001 over the run
                 model.set_bn_momentum(0.1 * 0.01 ** min((time.monotonic() - t_start) / budget_s, 1.0))
