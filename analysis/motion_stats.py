@@ -1,6 +1,6 @@
 """How much the smoothness term charges the *true* motion of training windows (the choice of β).
 
-Run: `python -m trainer.motion_stats`. Prints the ground truth's own mean per-joint velocity and its weighted
+Run: `python -m analysis.motion_stats`. Prints the ground truth's own mean per-joint velocity and its weighted
 smoothness term next to the position MSE a model with a given P1 error would have, both in the units the
 trainer's loss uses (m²). With the paper's β = 5 the smoothness charge on real motion outweighs the MSE of a
 good model, so a model is pushed to under-move; that is why the CPU recipe uses β = 1.

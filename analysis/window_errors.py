@@ -1,6 +1,6 @@
 """P1 of each position of the seq2seq decoder's window on the clean validation rig.
 
-Run: `python -m trainer.window_errors [--checkpoint seq2seq]`. A causal lifter returns the window's last
+Run: `python -m analysis.window_errors [--checkpoint seq2seq]`. A causal lifter returns the window's last
 decoded pose; this shows how its error compares with the window's other positions.
 """
 
