@@ -4,7 +4,8 @@ One event loop runs everything: uvicorn and the grpc.aio server over one lifting
 `run` drains: readiness fails first (REST /readyz 503, gRPC health NOT_SERVING), open gRPC streams answer
 the frame in hand and end with UNAVAILABLE (clients resume elsewhere), in-flight requests finish, and both
 servers stop within `GRACE_S`; then the batching worker drains and the store is closed. A second signal
-stops at once.
+stops at once. With `POSELIFT_WORKERS` > 1 the process supervises that many such servers, each in its own
+process on the same ports (`service.workers`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import signal
 import sys
 from collections.abc import Generator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 import uvicorn
@@ -28,6 +30,9 @@ from service.config import ENV_PREFIX, Settings, describe_error
 from service.engine import load_model
 from service.lifting import LiftingCore, serving_core
 from service.rpc.server import NOTICE_S, RpcServer
+
+if TYPE_CHECKING:
+    from service.workers import Worker
 
 log = logging.getLogger("poselift.serve")
 GRACE_S = 10
@@ -41,13 +46,17 @@ class _Server(uvicorn.Server):
         yield
 
 
-async def run(settings: Settings, lifter: Lifter) -> None:
-    """Serve REST on `settings.http_port` and gRPC on `settings.grpc_port` until SIGTERM or SIGINT."""
+async def run(settings: Settings, lifter: Lifter, worker: Worker | None = None) -> None:
+    """Serve REST on `settings.http_port` and gRPC on `settings.grpc_port` until SIGTERM or SIGINT.
+
+    As one of several `worker`s (`service.workers`), both ports are shared with the others (SO_REUSEPORT).
+    """
     async with serving_core(settings, lifter) as core:
-        rpc = RpcServer(core)
-        await rpc.start(settings.host, settings.grpc_port)
+        rpc = RpcServer(core, metadata=worker.metadata if worker else ())
+        await rpc.start(settings.host, settings.grpc_port, reuse_port=worker is not None)
+        app = create_app(settings, core=core)
         config = uvicorn.Config(
-            create_app(settings, core=core),
+            worker.asgi(app) if worker else app,
             host=settings.host,
             port=settings.http_port,
             log_level=settings.log_level,
@@ -59,9 +68,12 @@ async def run(settings: Settings, lifter: Lifter) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, _request_exit, core, http, rpc, draining, sig)
+        watch = asyncio.create_task(worker.watch(http)) if worker else None
         try:
-            await http.serve()
+            await http.serve([worker.http_socket(settings.host, settings.http_port)] if worker else None)
         finally:
+            if watch is not None:
+                watch.cancel()
             if not draining:  # uvicorn ended by itself (it could not bind its port)
                 draining.append(asyncio.ensure_future(rpc.stop(0)))
             await asyncio.gather(*draining)
@@ -111,6 +123,15 @@ def serve() -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if settings.workers > 1:
+        from service.workers import supervise
+
+        return supervise(settings)
+    return serve_settings(settings)
+
+
+def serve_settings(settings: Settings, worker: Worker | None = None) -> int:
+    """Load the model and serve until SIGTERM (as one of several `worker`s, or alone); the exit code."""
     try:
         lifter = load_model(settings)
     except RuntimeError as error:
@@ -131,8 +152,8 @@ def serve() -> int:
     gc.collect()
     gc.freeze()
     try:
-        asyncio.run(run(settings, lifter))
-    except OSError as error:  # the gRPC port cannot be bound
+        asyncio.run(run(settings, lifter, worker))
+    except OSError as error:  # a port cannot be bound
         print(f"poselift serve: {error}", file=sys.stderr)
         return 1
     return 0

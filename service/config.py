@@ -6,10 +6,11 @@ own `Settings(...)`. An invalid value fails start-up with a message naming the v
 
 from __future__ import annotations
 
+import os
 from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service.redis_cluster import CLUSTER_SCHEMES, cluster_seeds, is_cluster_url
@@ -74,7 +75,19 @@ class Settings(BaseSettings):
     batch_wait_ms: float = Field(
         default=2.0, ge=0.0, le=1000.0, description="how long a batch waits to fill up"
     )
-    torch_threads: int = Field(default=0, ge=0, description="torch intra-op threads (0: torch's default)")
+    torch_threads: int = Field(
+        default=0,
+        ge=0,
+        description="torch (and ONNX Runtime) intra-op threads per worker (0: torch's default with one "
+        "worker, the CPUs shared out between several)",
+    )
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=256,
+        description="worker processes of one replica sharing its ports, each with its own event loop and "
+        'model (0 or "auto": one per CPU); more than 1 needs POSELIFT_REDIS_URL (docs/performance.md)',
+    )
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     store_timeout_s: float = Field(
         default=0.5,
@@ -105,6 +118,23 @@ class Settings(BaseSettings):
     push_retries: int = Field(
         default=64, ge=1, description="optimistic-concurrency attempts of one frames push"
     )
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _auto_workers(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() in ("auto", "0"):
+            return os.cpu_count() or 1
+        return os.cpu_count() or 1 if value == 0 else value
+
+    @field_validator("workers")
+    @classmethod
+    def _check_workers(cls, workers: int, info: ValidationInfo) -> int:
+        if workers > 1 and info.data.get("redis_url") == "":
+            raise ValueError(
+                f"{workers} workers need POSELIFT_REDIS_URL: each worker is its own process, and sessions in "
+                "the in-process store would not move between them (set POSELIFT_WORKERS=1 or a Redis URL)"
+            )
+        return workers
 
     @field_validator("api_keys", mode="before")
     @classmethod

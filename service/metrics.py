@@ -1,11 +1,20 @@
-"""Prometheus metrics of one service instance, in its own registry (two apps in one process never clash)."""
+"""Prometheus metrics of one service instance, in its own registry (two apps in one process never clash).
+
+Under `POSELIFT_WORKERS` > 1 each worker process writes its values to files in `PROMETHEUS_MULTIPROC_DIR`
+(prometheus_client's multiprocess mode, set up by `service.workers`), and any worker renders the sum over
+the replica's workers: counters and histograms summed (those of a restarted worker's predecessor included),
+gauges summed over live workers, the session count the latest one's.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 
 
@@ -49,10 +58,16 @@ class Metrics:
             registry=r,
         )
         self.queue_depth = Gauge(
-            "poselift_queue_depth", "Requests waiting for the batching worker.", registry=r
+            "poselift_queue_depth",
+            "Requests waiting for the batching worker.",
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.active_sessions = Gauge(
-            "poselift_active_sessions", "Sessions held by the session store.", registry=r
+            "poselift_active_sessions",
+            "Sessions held by the session store.",
+            registry=r,
+            multiprocess_mode="livemostrecent",
         )
         self.store_errors = Counter(
             "poselift_store_errors_total",
@@ -72,7 +87,9 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
-        self.open_streams = Gauge("poselift_open_streams", "StreamLift streams open now.", registry=r)
+        self.open_streams = Gauge(
+            "poselift_open_streams", "StreamLift streams open now.", registry=r, multiprocess_mode="livesum"
+        )
         self.frame_latency = Histogram(
             "poselift_stream_frame_seconds",
             "From reading a StreamLift frame to its reply.",
@@ -81,5 +98,10 @@ class Metrics:
         )
 
     def render(self) -> bytes:
-        """The Prometheus text exposition of this registry."""
-        return generate_latest(self.registry)
+        """The Prometheus text exposition of this registry (of every worker's, in multiprocess mode)."""
+        directory = os.environ.get(MULTIPROC_ENV)
+        if not directory:
+            return generate_latest(self.registry)
+        replica = CollectorRegistry()
+        multiprocess.MultiProcessCollector(replica, directory)
+        return generate_latest(replica)

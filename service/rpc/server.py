@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -29,8 +30,9 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
-def server_options(settings: Settings) -> list[tuple[str, int]]:
-    """Channel arguments: message size limits from the settings, keepalive to notice vanished clients."""
+def server_options(settings: Settings, reuse_port: bool = False) -> list[tuple[str, int]]:
+    """Channel arguments: message size limits from the settings, keepalive to notice vanished clients;
+    the port shared (SO_REUSEPORT) only by the workers of one replica (`service.workers`)."""
     largest_reply = settings.max_frames_per_request * NUM_JOINTS * 3 * 4 + 64 * 1024  # float32 poses
     return [
         ("grpc.max_receive_message_length", settings.max_body_bytes),  # RESOURCE_EXHAUSTED above
@@ -38,31 +40,33 @@ def server_options(settings: Settings) -> list[tuple[str, int]]:
         ("grpc.keepalive_time_ms", 30_000),  # ping an idle connection; a dead peer's streams end
         ("grpc.keepalive_timeout_ms", 10_000),
         ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
-        ("grpc.so_reuseport", 0),  # a port in use is an error, not a silently shared port
+        ("grpc.so_reuseport", int(reuse_port)),  # else a port in use is an error, not a silently shared port
     ]
 
 
 class RpcServer:
     """One gRPC server over `core`; `await start(host, port)`, later `await stop(grace_s)`."""
 
-    def __init__(self, core: LiftingCore):
+    def __init__(self, core: LiftingCore, metadata: Sequence[tuple[str, str]] = ()):
         self.core = core
-        self.servicer = PoseLifterServicer(core)
+        self.servicer = PoseLifterServicer(core, metadata)
         self.health = health.aio.HealthServicer()
         self.port = 0
         self._server: grpc.aio.Server | None = None
         self._status: int | None = None
         self._watch: asyncio.Task[None] | None = None
 
-    async def start(self, host: str, port: int) -> int:
-        """Bind `host:port` (0: any free port), start serving; returns the bound port.
+    async def start(self, host: str, port: int, reuse_port: bool = False) -> int:
+        """Bind `host:port` (0: any free port; shared with SO_REUSEPORT if `reuse_port`), start serving;
+        returns the bound port.
 
         Raises:
             OSError: the port cannot be bound.
         """
         settings = self.core.settings
         server = grpc.aio.server(
-            options=server_options(settings), maximum_concurrent_rpcs=settings.grpc_max_concurrent_rpcs
+            options=server_options(settings, reuse_port),
+            maximum_concurrent_rpcs=settings.grpc_max_concurrent_rpcs,
         )
         add_to_server(self.servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)

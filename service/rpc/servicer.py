@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -38,8 +38,9 @@ class _Call:
 class PoseLifterServicer(pb_grpc.PoseLifterServicer):
     """The gRPC face of one `LiftingCore`."""
 
-    def __init__(self, core: LiftingCore):
+    def __init__(self, core: LiftingCore, metadata: Sequence[tuple[str, str]] = ()):
         self.core = core
+        self.metadata = tuple(metadata)  # initial metadata of every call (a worker's number), if any
         self.closing = asyncio.Event()  # set when the server drains
         self._active = 0
         self._idle = asyncio.Event()
@@ -63,6 +64,8 @@ class PoseLifterServicer(pb_grpc.PoseLifterServicer):
     ) -> pb.LiftResponse:
         with self._tracked("Lift") as call:
             try:
+                if self.metadata:
+                    await context.send_initial_metadata(self.metadata)
                 self.core.authenticate(codec.bearer_token(context.invocation_metadata()))
                 request = codec.decoded(request)
                 keypoints, scores = codec.sequence(request)
@@ -83,6 +86,8 @@ class PoseLifterServicer(pb_grpc.PoseLifterServicer):
             closing = asyncio.ensure_future(self.closing.wait())
             self.core.metrics.open_streams.inc()
             try:
+                if self.metadata:
+                    await context.send_initial_metadata(self.metadata)
                 owner = self.core.authenticate(codec.bearer_token(context.invocation_metadata()))
                 info = await self._begin(await self._next(request_iterator, closing), owner)
                 yield codec.session(info)
