@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import dataclasses
 import datetime
 import json
 import multiprocessing
@@ -272,6 +273,12 @@ def run_rest(
         server.url, lift_body(clip), len(clip.keypoints_px), clients, opts.warmup_s, start_at, stop_at
     )
     [result], span = _measure(pool, server, None, [(loadgen.run_rest, spec)], start_at, stop_at)
+    return _rest_row(spec, result, span)
+
+
+def _rest_row(spec: loadgen.RestSpec, result: loadgen.RestResult, span: Span) -> RestRow:
+    """What the `/v1/lift` clients of `spec` achieved between its start_at and stop_at."""
+    start_at, stop_at = spec.start_at, spec.stop_at
     # Frames of each answer, prorated to the part of its time inside the span (answers take ~a second).
     frames = sum(
         spec.frames * max(0.0, min(end, stop_at) - max(begin, start_at)) / (end - begin)
@@ -279,7 +286,7 @@ def run_rest(
     )
     inside = np.asarray([(end - begin) * 1e3 for begin, end in result.spans if start_at <= end < stop_at])
     return RestRow(
-        clients,
+        spec.clients,
         spec.frames,
         len(inside),
         frames / (stop_at - start_at),
@@ -341,6 +348,21 @@ def run_streams(
         )  # fmt: skip
         jobs.append((loadgen.run_streams, spec))
     results, span = _measure(pool, server, redis, jobs, start_at, stop_at)
+    return _stream_row(redis, sessions, fps, results, span, start_at, stop_at)
+
+
+def _stream_row(
+    redis: RedisServer | None,
+    sessions: int,
+    fps: float,
+    results: Sequence[loadgen.StreamResult],
+    span: Span,
+    start_at: float,
+    stop_at: float,
+) -> StreamRow:
+    """What `sessions` streams at `fps` (their worker processes' `results`) achieved between start_at and
+    stop_at; the session bytes read from Redis now."""
+    procs = len(results)
     merged = loadgen.StreamResult(np.zeros(0, np.float32))
     for result in results:
         merged.merge(result)
@@ -360,6 +382,117 @@ def run_streams(
         merged.problems,
         max(0.0, merged.last_open_at - start_at),
     )
+
+
+# --- fairness: a live stream while long clips are lifted ---------------------------------------------
+
+FAIRNESS_FACTOR = 2.0  # the stream's RTT p99 under back-to-back clips <= 2x its p99 alone
+
+
+@dataclass(frozen=True)
+class FairnessRow:
+    """One paced stream alone, then the same stream beside one client posting long clips back to back,
+    on one server whose `/v1/lift` sends a clip to the model `chunk` windows at a time."""
+
+    chunk: int  # the server's POSELIFT_CLIP_CHUNK
+    idle: StreamRow
+    loaded: StreamRow
+    clips: RestRow
+    clips_in_flight: float  # share of the loaded span during which a clip request was open
+
+    @property
+    def ratio(self) -> float:
+        """The stream's RTT p99 under clip load over its p99 alone."""
+        return self.loaded.p99_ms / self.idle.p99_ms
+
+    @property
+    def met(self) -> bool:
+        return bool(self.ratio <= FAIRNESS_FACTOR)
+
+
+def _in_flight(spans: Sequence[tuple[float, float]], start_at: float, stop_at: float) -> float:
+    """The share of [start_at, stop_at) covered by the (sent, answered) intervals of one client."""
+    covered = sum(max(0.0, min(end, stop_at) - max(begin, start_at)) for begin, end in spans)
+    return covered / (stop_at - start_at)
+
+
+def run_fairness(
+    pool: concurrent.futures.ProcessPoolExecutor,
+    server: Server,
+    redis: RedisServer,
+    clip: Clip,
+    chunk: int,
+    opts: Options,
+) -> FairnessRow:
+    """One StreamLift session paced at `opts.fairness_fps` measured alone for `opts.fairness_seconds`, then
+    a new one for as long beside one `/v1/lift` client posting `clip` back to back (real HTTP, its own
+    worker process): both spans on the same server, one after the other."""
+    span_opts = dataclasses.replace(opts, seconds=opts.fairness_seconds)
+    idle = run_streams(pool, server, redis, clip, 1, opts.fairness_fps, span_opts)
+    redis.flush()
+    start_at = time.time() + 0.5 + opts.warmup_s
+    stop_at = start_at + opts.fairness_seconds
+    stream = loadgen.StreamSpec(
+        server.target, clip, 1, 0, 1, opts.fairness_fps, opts.warmup_s, start_at, stop_at,
+        opts.streams_per_channel,
+    )  # fmt: skip
+    rest = loadgen.RestSpec(
+        server.url, lift_body(clip), len(clip.keypoints_px), 1, opts.warmup_s, start_at, stop_at
+    )
+    jobs: list[tuple[Callable[[Any], Any], Any]] = [(loadgen.run_streams, stream), (loadgen.run_rest, rest)]
+    (streamed, lifted), span = _measure(pool, server, redis, jobs, start_at, stop_at)
+    loaded = _stream_row(redis, 1, opts.fairness_fps, [streamed], span, start_at, stop_at)
+    clips = _rest_row(rest, lifted, span)
+    return FairnessRow(chunk, idle, loaded, clips, _in_flight(lifted.spans, start_at, stop_at))
+
+
+FAIRNESS_TEXT = """\
+One StreamLift session paced like a {fps:g} fps camera (sessions in Redis), measured alone for {s:g} s, then
+a new one for {s:g} s while one client posts {frames}-frame clips to `/v1/lift` back to back (real HTTP, its
+own process), on the same server. The server sends a clip to the model POSELIFT_CLIP_CHUNK windows at a time,
+each chunk awaited before the next, so the stream's frames ride in the passes between chunks instead of
+waiting behind the whole clip. *clips in flight*: the share of the span during which a clip request was open
+(between clips the stream runs alone); *model pass @chunk*: one pass of that many windows, the model alone;
+*bytes/session*: `MEMORY USAGE` of the session's hash after its span, + the index's bytes per session."""
+
+
+def fairness_table(rows: Sequence[FairnessRow], ceiling: Ceiling) -> str:
+    """Per server (clip chunk): the stream alone and under clips, the clips' throughput, then the target."""
+    lines = [
+        "| POSELIFT_CLIP_CHUNK | load | stream RTT p50 (ms) | stream RTT p99 (ms) | stream frames/s "
+        "| clip frames/s | clips answered in span | clip latency p50 (ms) | clips in flight "
+        "| model pass @chunk (ms) | windows/pass | model busy | server CPU | bytes/session (+ index) "
+        "| problems |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for f in rows:
+        pass_ms = _n(ceiling.pass_ms.get(f.chunk, float("nan")), ".2f")
+        for s, load in ((f.idle, "none"), (f.loaded, f"{f.clips.frames}-frame clips back to back")):
+            passes = s.span.metric("poselift_batch_windows_count")
+            windows = s.span.metric("poselift_batch_windows_sum") / passes if passes else float("nan")
+            busy = s.span.metric("poselift_inference_seconds_sum") / s.span.wall_s
+            c = f.clips if s is f.loaded else None
+            lines.append(
+                f"| {f.chunk} | {load} | {_n(s.p50_ms, '.2f')} | {_n(s.p99_ms, '.2f')} "
+                f"| {s.frames_per_s:,.1f} "
+                f"| {f'{c.frames_per_s:,.0f}' if c else '—'} | {c.requests if c else '—'} "
+                f"| {_n(c.p50_ms, '.1f') if c else '—'} | {f'{f.clips_in_flight:.0%}' if c else '—'} "
+                f"| {pass_ms} | {_n(windows, '.1f')} | {busy:.0%} | {s.span.server_cpu:.2f} "
+                f"| {_n(s.session_bytes)} (+ {_n(s.index_bytes)}) "
+                f"| {s.problems.total + (c.problems.total if c else 0)} |"
+            )
+    lines += [
+        "",
+        "| target | POSELIFT_CLIP_CHUNK | p99 alone | p99 under clips | ratio | result |",
+        "|---|---|---|---|---|---|",
+    ]
+    for f in rows:
+        lines.append(
+            f"| 1 stream ({f.idle.mode}): RTT p99 while {f.clips.frames}-frame clips are lifted back to "
+            f"back ≤ {FAIRNESS_FACTOR:g}× its p99 alone | {f.chunk} | {f.idle.p99_ms:.2f} ms "
+            f"| {f.loaded.p99_ms:.2f} ms | {f.ratio:.2f}× | {'met' if f.met else '**missed**'} |"
+        )
+    return "\n".join(lines)
 
 
 # --- tables --------------------------------------------------------------------------------------------
@@ -529,6 +662,10 @@ class Options:
     streams_per_channel: int
     model_scale: float  # repeats of the model timings, x the default
     server_settings: dict[str, str] = field(default_factory=dict)
+    fairness_frames: int = 0  # frames of each clip beside the fairness stream; 0: no fairness scenario
+    fairness_seconds: float = 30.0  # each of its two spans (alone, under clips)
+    fairness_fps: float = 30.0
+    fairness_chunks: tuple[int, ...] = ()  # POSELIFT_CLIP_CHUNK of each fairness server; (): the setting's
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -550,6 +687,15 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, O
     p.add_argument("--stores", default=None, help="redis and/or memory (default redis,memory)")
     p.add_argument("--client-procs", type=int, default=0, help="client processes (0: 1, 2 above 64 streams)")
     p.add_argument("--streams-per-channel", type=int, default=16, help="streams per gRPC channel")
+    p.add_argument(
+        "--scenarios", default="rest,streams,fairness", help="which to run: rest, streams, fairness (all)"
+    )
+    p.add_argument("--fairness-frames", type=int, default=4096, help="frames per clip beside the stream")
+    p.add_argument("--fairness-seconds", type=float, default=None, help="each fairness span (default 30)")
+    p.add_argument(
+        "--fairness-chunks", type=_ints, default=(), help="POSELIFT_CLIP_CHUNK values, one server each, "
+        "e.g. 32,4096 (default: the server's setting)"
+    )  # fmt: skip
     p.add_argument("--quick", action="store_true", help="a ~1-minute smoke run (figures not comparable)")
     p.add_argument("--model-bench", action="store_true", help="also run `python -m bench.model` first")
     p.add_argument("--out", default=None, help="write the document (markdown) here, e.g. bench/RESULTS.md")
@@ -578,19 +724,28 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, O
     stores = tuple((args.stores or ("redis" if args.quick else "redis,memory")).split(","))
     if not set(stores) <= {"redis", "memory"}:
         p.error(f"--stores: redis and/or memory, got {args.stores!r}")
+    scenarios = {s.strip() for s in args.scenarios.split(",") if s.strip()}
+    if not scenarios or not scenarios <= {"rest", "streams", "fairness"}:
+        p.error(f"--scenarios: rest, streams and/or fairness, got {args.scenarios!r}")
     quick = args.quick
+    sessions = args.sessions if args.sessions is not None else (1, 16, 64) if quick else (1, 16, 64, 256)
+    rest_clients = args.rest_clients if args.rest_clients is not None else (1,) if quick else (1, 4)
     opts = Options(
         seconds=args.seconds or (3.0 if quick else 10.0),
         warmup_s=args.warmup if args.warmup is not None else (1.0 if quick else 2.0),
-        sessions=args.sessions if args.sessions is not None else (1, 16, 64) if quick else (1, 16, 64, 256),
+        sessions=sessions if "streams" in scenarios else (),
         fps_modes=tuple(args.fps if m == "paced" else 0.0 for m in modes),
-        rest_clients=args.rest_clients if args.rest_clients is not None else (1,) if quick else (1, 4),
+        rest_clients=rest_clients if "rest" in scenarios else (),
         rest_frames=args.rest_frames,
         stores=stores,
         client_procs=args.client_procs,
         streams_per_channel=args.streams_per_channel,
         model_scale=0.25 if quick else 1.0,
         server_settings=settings,
+        fairness_frames=args.fairness_frames if "fairness" in scenarios else 0,
+        fairness_seconds=args.fairness_seconds or (6.0 if quick else 30.0),
+        fairness_fps=args.fps,
+        fairness_chunks=args.fairness_chunks,
     )
     return args, opts
 
@@ -642,14 +797,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     model_bench = run_model_bench(args.threads) if args.model_bench else ""
     if model_bench:
         print(model_bench, flush=True)
-    batches = sorted({*MODEL_BATCHES, *opts.sessions, opts.rest_frames})
-    paced_fps = max(opts.fps_modes, default=0.0)
+    chunks = opts.fairness_chunks or (Settings(**opts.server_settings).clip_chunk,)  # type: ignore[arg-type]
+    chunks = chunks if opts.fairness_frames else ()
+    batches = sorted(
+        {*MODEL_BATCHES, *opts.sessions, *chunks, *([opts.rest_frames] if opts.rest_clients else [])}
+    )
+    paced_fps = max([*opts.fps_modes, *([opts.fairness_fps] if chunks else [])], default=0.0)
     ceiling = measure_ceiling(opts.server_settings, batches, opts.model_scale, paced_fps)
     machine_line = machine()
     print(f"machine: {machine_line}\nmodel alone: {ceiling.description}\n{model_table(ceiling)}", flush=True)
     clip = val_clip(opts.rest_frames)
     rest: list[RestRow] = []
     streams: list[StreamRow] = []
+    fairness: list[FairnessRow] = []
     spawn = multiprocessing.get_context("spawn")
     with (
         concurrent.futures.ProcessPoolExecutor(max_workers=2, mp_context=spawn) as pool,
@@ -658,6 +818,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for future in [pool.submit(loadgen.warm) for _ in range(2)]:
             future.result()
         for store in opts.stores:
+            if not opts.sessions and not (store == opts.stores[0] and opts.rest_clients):
+                continue
             store_redis = redis if store == "redis" else None
             with Server(opts.server_settings, redis.url if store_redis else "") as server:
                 if store == opts.stores[0]:
@@ -669,8 +831,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                         streams.append(run_streams(pool, server, store_redis, clip, sessions, fps, opts))
                         print(f"{store}: " + stream_table(streams[-1:], ceiling).splitlines()[-1], flush=True)
                         redis.flush()
+        for chunk in chunks:  # one server per clip chunk, sessions in Redis
+            with Server({**opts.server_settings, "clip_chunk": str(chunk)}, redis.url) as server:
+                fairness.append(
+                    run_fairness(pool, server, redis, val_clip(opts.fairness_frames), chunk, opts)
+                )
+                print("fairness:\n" + fairness_table(fairness[-1:], ceiling), flush=True)
+                redis.flush()
 
-    problems = problems_text(rest, streams)
+    problems = problems_text(
+        [*rest, *(f.clips for f in fairness)], [*streams, *(s for f in fairness for s in (f.idle, f.loaded))]
+    )
     sections = [_header(args, opts, began, machine_line, load)]
     sections += [
         f"- note: in {r.store} {r.sessions} sessions {r.mode} the last stream opened {r.late_open_s:.1f} s "
@@ -686,9 +857,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         "## The ceiling: the server's model alone, this run\n\n"
         f"{ceiling.description}\n\n{model_table(ceiling)}"
     )
-    sections.append("## Targets (issue 5)\n\n" + targets_table(streams, ceiling))
+    if streams:
+        sections.append("## Targets (issue 5)\n\n" + targets_table(streams, ceiling))
     if rest:
         sections.append("## REST `/v1/lift`, long clips\n\n" + rest_table(rest, ceiling))
+    if fairness:
+        sections.append(
+            "## Fairness: one live stream while long clips are lifted\n\n"
+            + FAIRNESS_TEXT.format(
+                fps=opts.fairness_fps, frames=opts.fairness_frames, s=opts.fairness_seconds
+            )
+            + "\n\n"
+            + fairness_table(fairness, ceiling)
+        )
     for store, title in (("redis", "sessions in Redis"), ("memory", "in-process session store")):
         rows = [r for r in streams if r.store == store]
         if rows:
