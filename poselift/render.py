@@ -3,8 +3,8 @@
 Left: the h36m17 keypoints in pixels (joints with score <= 0 left out), drawn over the matching video
 frame (`frame_index` says which video frame each row is; without it row i is frame i). Right: the 3D skeleton
 with the pelvis trajectory, upright: plot x = camera x (right), plot y = camera z (depth), plot z = -camera y
-(up), so "up" is the camera's up and a camera that looked down tilts the scene by that angle. The ground plane
-passes through the lowest ankle of the clip. When the trajectory is unknown (all zeros) the skeleton is drawn
+(up), after levelling by the person's median torso direction (`scene_points`). The ground plane passes through
+the lowest ankle of the clip. When the trajectory is unknown (all zeros) the skeleton is drawn
 root-relative, pelvis at the origin.
 
 Frames are drawn by matplotlib (Agg, one figure whose artists are updated each frame) and written by
@@ -52,10 +52,44 @@ def _polyline(points: np.ndarray, bones: list[tuple[int, int]]) -> np.ndarray:
     return out
 
 
+CAMERA_UP = np.array([0.0, -1.0, 0.0])  # camera frame: y points down
+MAX_LEVELLING_DEG = 45.0
+
+
+def up_direction(poses_mm: np.ndarray) -> np.ndarray:
+    """(3,) unit "up" in the camera frame: the person's median torso direction (pelvis -> thorax).
+
+    A camera that looks down or up tilts the floor in its own frame; a standing or walking person's torso is
+    close to vertical, so it levels the scene. Where the median torso leans more than 45° from the camera's up
+    (someone lying down, say), the camera's up is kept.
+    """
+    torso = poses_mm[:, 8] - poses_mm[:, 0]
+    torso = torso / np.maximum(np.linalg.norm(torso, axis=-1, keepdims=True), 1e-9)
+    up = np.median(torso, axis=0)
+    if np.linalg.norm(up) < 1e-6:
+        return CAMERA_UP
+    up = up / np.linalg.norm(up)
+    if np.degrees(np.arccos(np.clip(up @ CAMERA_UP, -1.0, 1.0))) > MAX_LEVELLING_DEG:
+        return CAMERA_UP
+    return up
+
+
+def _turn(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(3, 3) the smallest rotation taking unit vector a to unit vector b (not opposite)."""
+    v, c = np.cross(a, b), float(a @ b)
+    k = np.array([[0.0, -v[2], v[1]], [v[2], 0.0, -v[0]], [-v[1], v[0], 0.0]])
+    return np.eye(3) + k + k @ k / (1.0 + c)
+
+
 def scene_points(poses: Poses) -> np.ndarray:
-    """(T, 17, 3) joints in the upright plot frame, mm: x right, y depth (away from the camera), z up."""
+    """(T, 17, 3) joints in the upright plot frame, mm: x right, y depth (away from the camera), z up.
+
+    The camera-frame points are turned by the smallest rotation that takes `up_direction` to the camera's up,
+    so the camera's pitch and roll do not tilt the floor.
+    """
     absolute = poses.poses_mm - poses.poses_mm[:, :1] + poses.trajectory_mm[:, None]
-    return np.stack([absolute[..., 0], absolute[..., 2], -absolute[..., 1]], axis=-1)
+    levelled = absolute @ _turn(up_direction(poses.poses_mm), CAMERA_UP).T
+    return np.stack([levelled[..., 0], levelled[..., 2], -levelled[..., 1]], axis=-1)
 
 
 def floor_height_mm(points: np.ndarray) -> float:
@@ -158,14 +192,16 @@ class _Figure:
         # Ground plane through the lowest ankle: a filled square with a grid on it.
         x0, x1, y0, y1 = centre[0] - half, centre[0] + half, centre[1] - half, centre[1] + half
         square = [[(x0, y0, floor), (x1, y0, floor), (x1, y1, floor), (x0, y1, floor)]]
-        ax.add_collection3d(Poly3DCollection(square, facecolor="0.88", edgecolor="0.6", lw=0.8))
+        ax.computed_zorder = False  # the floor stays under the path and skeleton, whatever the depth sort
+        ax.add_collection3d(Poly3DCollection(square, facecolor="0.88", edgecolor="0.6", lw=0.8, zorder=0))
         ticks = np.linspace(-half, half, 9)
         grid_x, grid_y = np.meshgrid(centre[0] + ticks, centre[1] + ticks)
-        ax.plot_wireframe(grid_x, grid_y, np.full_like(grid_x, floor), color="0.7", lw=0.5)
+        ax.plot_wireframe(grid_x, grid_y, np.full_like(grid_x, floor), color="0.7", lw=0.5, zorder=1)
         self.path_done = None
         if self.poses.has_trajectory:  # the whole path dashed, the part walked so far solid
             pelvis = pts[:, 0]
-            ax.plot(pelvis[:, 0], pelvis[:, 1], np.full(len(pts), floor), color="0.45", lw=1, ls="--")
+            on_floor = np.full(len(pts), floor)
+            ax.plot(pelvis[:, 0], pelvis[:, 1], on_floor, color="0.45", lw=1, ls="--", zorder=2)
             self.path_done = ax.plot([], [], [], color="tab:green", lw=2)[0]
             self.moving.append(self.path_done)
         self.lines3d = {side: ax.plot([], [], [], color=c, lw=2.5)[0] for side, c in _COLOURS.items()}

@@ -9,7 +9,7 @@ import pytest
 
 from poselift.cli import main
 from poselift.poses_file import save_poses_file
-from poselift.render import RenderError, floor_height_mm, render, scene_points
+from poselift.render import CAMERA_UP, RenderError, floor_height_mm, render, scene_points, up_direction
 from tests.poselift.poseskit import mocap_poses
 
 FRAMES = 20
@@ -53,6 +53,19 @@ def test_render_gif_without_trajectory(tmp_path, clip):
     frames = iio.imread(out, index=None)
     assert frames.shape[:3] == (FRAMES, 320, 640)
     assert_skeletons_drawn(frames[..., :3])
+
+
+def test_scene_is_levelled_by_the_torso():
+    """The test camera looks down 9°, which tilts the floor in its frame; levelled by the median torso, the
+    lowest ankle of each frame of a 4.5 s walk stays within 10 cm of one height (43 cm apart unlevelled)."""
+    walk = mocap_poses(segment=14)
+    tilt = np.degrees(np.arccos(up_direction(walk.poses_mm) @ CAMERA_UP))
+    assert 3.0 < tilt < 15.0
+    lowest = scene_points(walk)[:, [3, 6], 2].min(axis=1)
+    assert np.ptp(lowest) < 100.0
+    camera_frame = walk.poses_mm - walk.poses_mm[:, :1] + walk.trajectory_mm[:, None]
+    unlevelled = (-camera_frame[:, [3, 6], 1]).min(axis=1)  # height along the camera's up (-y)
+    assert np.ptp(unlevelled) > 300.0
 
 
 def test_floor_is_the_lowest_ankle(clip):
