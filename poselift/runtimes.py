@@ -10,20 +10,17 @@ what serving computes per incoming frame, and the centre frame's, for offline cl
 
 - `"torch"`: the module, run eagerly; any device; the only one that follows later changes to the weights.
 - `"torchscript"`: `torch.jit.trace` (the batch stays dynamic) + `torch.jit.freeze`; any device.
-- `"compile"`: `torch.compile(dynamic=True)`; the first calls compile (~25 s on one CPU core, and again for
+- `"compile"`: `torch.compile(dynamic=True)`; the first calls compile (tens of seconds on CPU, and again for
   batch 1), so it is for benchmarks, not for a service's start-up; never chosen by "auto".
-- `"onnx"`: ONNX Runtime's CPUExecutionProvider over the graph of `poselift.export` (exported at load, ~3 s,
-  or read from the export cache or a `poselift export --onnx` file); CPU only.
+- `"onnx"`: ONNX Runtime's CPUExecutionProvider over the graph of `poselift.export` (exported at load, a few
+  seconds, or read from the export cache or a `poselift export --onnx` file); CPU only.
 - `"auto"`: CUDA -> `"torch"`; CPU -> `"onnx"` when onnxruntime and onnxscript are installed (the serve
   extra), else `"torch"`.
 
-Why "onnx" on CPU: `python -m bench.model --threads 1 --rounds 3` and `--threads 2` on the 2-core AMD EPYC dev
-machine (best of 3 interleaved rounds; the machine was shared, figures are noisy): seq2seq batch-1 latency
-median 0.93 / 0.56 ms (1 / 2 threads) for onnx vs 1.40 / 1.33 torchscript and 1.71 / 1.77 eager torch
-(torch.compile: 1.44 ms at 1 thread), and onnx has 2.1-4x eager torch's throughput at every batch from 1 to
-256 (5,373 / 9,834 vs 2,349 / 4,534 frames/s at batch 256); the frame-wise model likewise (README "Speed").
-On CUDA the eager module is kept: onnxruntime's CUDA provider is not installed here, and torch on the GPU
-was not measured against it.
+Why "onnx" on CPU: it was the fastest backend at every batch size and thread count `python -m bench.model`
+measured on CPU; the figures, the command that measures them and when they were taken are in
+docs/performance.md and bench/RESULTS.md (`make bench`). On CUDA the eager module is kept: onnxruntime's CUDA
+provider is not installed by default, and `make gpu-check` (bench/gpu_check.py) is what would compare them.
 
 The ONNX Runtime session uses `threads` intra-op threads (default: `torch.get_num_threads()` at load, so one
 thread setting, e.g. the service's `POSELIFT_TORCH_THREADS`, governs both), sequential execution, and all

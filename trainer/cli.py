@@ -14,10 +14,10 @@ from trainer.augment import NO_AUGMENT, AugmentConfig
 from trainer.mocap import split_path
 from trainer.train import TrainConfig, train
 
-# Recipes for CPU budgets (README "Training"); the paper's hidden 1024 / lr 1e-5 / 100 epochs assume a GPU.
+# Recipes for CPU budgets (docs/training.md); the paper's hidden 1024 / lr 1e-5 / 100 epochs assume a GPU.
 RECIPES: dict[str, dict[str, float]] = {
     # beta: the paper's 5 penalises the *true* motion of our 25–60 fps windows more than the position error we
-    # can hope for (README "Training" shows the arithmetic), so the CPU recipe uses 1.
+    # can hope for (docs/training.md shows the arithmetic), so the CPU recipe uses 1.
     "seq2seq": {
         "hidden": 512,
         "window": 5,

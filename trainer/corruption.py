@@ -1,6 +1,6 @@
 """2D corruption that looks like a real keypoint detector's, for training and for the `detector` evaluation.
 
-What detectors get wrong, from published analyses (README "Training on what detectors do"):
+What detectors get wrong, from published analyses (docs/training.md, "2D corruption, tcn"):
 
 - Error is mostly low-frequency, not white: per-joint offsets that drift over frames (SmoothNet, Zeng et al.,
   ICCV 2021: HRNet, CPN and Hourglass on Human3.6M have mean 2D errors of 4.6–9.4 px with accelerations of
