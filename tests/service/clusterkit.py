@@ -38,7 +38,7 @@ class Node:
             return dict(client.info(section))
 
     def role(self) -> str | None:
-        """"master", "slave", or None when the node does not answer."""
+        """The role ("master" or "slave"), or None when the node does not answer."""
         try:
             return str(self.info("replication")["role"])
         except redis.RedisError:
@@ -93,17 +93,25 @@ class LoopbackCluster:
                 if any(n.client().cluster("info")["cluster_state"] != "ok" for n in live):
                     return False
                 masters = [n for n in live if n.role() == "master"]
-                return len(masters) == len(self.nodes) // 2 and all(
-                    int(str(n.info("replication")["connected_slaves"])) >= 1 for n in masters
-                ) and all(
-                    n.info("replication").get("master_link_status") == "up"
-                    for n in live
-                    if n.role() == "slave"
+                return (
+                    len(masters) == len(self.nodes) // 2
+                    and all(int(str(n.info("replication")["connected_slaves"])) >= 1 for n in masters)
+                    and all(
+                        n.info("replication").get("master_link_status") == "up"
+                        for n in live
+                        if n.role() == "slave"
+                    )
                 )
             except redis.RedisError:
                 return False
 
         wait_for(healthy, timeout_s, "the cluster did not become healthy")
+
+    def flush(self) -> None:
+        """Empty every master (their replicas follow)."""
+        for node in self.masters():
+            with node.client() as client:
+                client.flushall()
 
     def masters(self) -> list[Node]:
         return [n for n in self.nodes if n.process is not None and n.role() == "master"]
@@ -120,6 +128,12 @@ class LoopbackCluster:
             ranges = client.execute_command("CLUSTER", "SLOTS")
         port = next(int(nodes[0][1]) for start, stop, *nodes in ranges if start <= slot <= stop)
         return next(n for n in self.nodes if n.port == port)
+
+    def slots_of(self, master: Node) -> list[tuple[int, int]]:
+        """The slot ranges `master` serves now."""
+        with self.nodes_alive()[0].client() as client:
+            ranges = client.execute_command("CLUSTER", "SLOTS")
+        return [(int(start), int(stop)) for start, stop, *nodes in ranges if int(nodes[0][1]) == master.port]
 
     def nodes_alive(self) -> list[Node]:
         return [n for n in self.nodes if n.process is not None and n.process.poll() is None]

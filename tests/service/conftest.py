@@ -9,6 +9,7 @@ from contextlib import contextmanager
 import pytest
 
 from poselift import Lifter, load_lifter
+from tests.service.clusterkit import LoopbackCluster
 from tests.service.testkit import CHECKPOINT, Clip, LiveServer, RedisServer, project_segment, serve
 
 
@@ -35,6 +36,30 @@ def own_redis() -> Iterator[RedisServer]:
     """A private redis-server, for tests that stop it."""
     with _running_redis() as server:
         yield server
+
+
+@contextmanager
+def _running_cluster() -> Iterator[LoopbackCluster]:
+    cluster = LoopbackCluster()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[LoopbackCluster]:
+    """One Redis Cluster (3 masters, 3 replicas, free ports) for the suite's tests that leave it healthy."""
+    with _running_cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture()
+def own_cluster() -> Iterator[LoopbackCluster]:
+    """A private Redis Cluster, for tests that fail its masters over or kill them."""
+    with _running_cluster() as cluster:
+        yield cluster
 
 
 @pytest.fixture(scope="session")

@@ -29,7 +29,10 @@ import numpy as np
 from poselift_client.gen.poselift.v1 import lifter_pb2 as pb
 from poselift_client.gen.poselift.v1 import lifter_pb2_grpc as pb_grpc
 from poselift_client.stream import RESUMABLE as CLIENT_RESUMABLE
+from redis.crc import key_slot
 
+from service.sessions import KeyLayout, cluster_tags
+from tests.service.clusterkit import LoopbackCluster
 from tests.service.rpc.rpckit import Replica, metric
 from tests.service.testkit import TOLERANCE_MM, Clip, free_port, project_segment
 
@@ -108,6 +111,58 @@ class AofRedis:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+class ClusterStore:
+    """The soak's store as a Redis Cluster on loopback (3 masters, 1 replica each; no persistence: a replica
+    holds the data), with its chaos: a master failed over by its replica (`CLUSTER FAILOVER`, no write lost),
+    or SIGKILLed (its replica takes over when the cluster marks it failed; writes it acknowledged in its last
+    moment and had not yet replicated are lost, as Redis Cluster documents) and started again (it rejoins
+    as a replica)."""
+
+    def __init__(self) -> None:
+        self.cluster = LoopbackCluster()
+        self.restarts: Counter[str] = Counter()
+        self.killed_slots: list[tuple[int, int]] = []  # slot ranges served by a master when it was killed
+        self._turn = 0
+
+    @property
+    def url(self) -> str:
+        return self.cluster.url
+
+    def start(self) -> None:
+        self.cluster.start()
+
+    def act(self, action: str, down_s: float) -> str:
+        """Run `action` on the next master in turn; what happened, for the timeline."""
+        masters = sorted(self.cluster.masters(), key=lambda n: n.port)
+        master = masters[self._turn % len(masters)]
+        self._turn += 1
+        if action == "cluster-failover":
+            promoted = self.cluster.manual_failover(master)
+            self.restarts[action] += 1
+            return f"master {master.port} failed over to {promoted.port}"
+        if action == "cluster-SIGKILL":
+            self.killed_slots += self.cluster.slots_of(master)
+            promoted = self.cluster.kill_master(master)
+            took = f"{promoted.port} took over"
+            time.sleep(down_s)
+            self.cluster.restart(master)
+            self.cluster.wait_healthy()
+            self.restarts[action] += 1
+            return f"master {master.port} SIGKILLed, {took}; it rejoined as a replica"
+        raise ValueError(f"unknown soak event {action!r}")
+
+    def on_killed_master(self, session_id: str) -> bool:
+        """Whether the session was served by a master when it was killed."""
+        slot = key_slot(KeyLayout(cluster_tags()).session(session_id).encode())
+        return any(first <= slot <= last for first, last in self.killed_slots)
+
+    def log(self) -> str:
+        return self.cluster.log()
+
+    def close(self) -> None:
+        self.cluster.stop()
+
+
 @dataclass(frozen=True)
 class SoakConfig:
     sessions: int
@@ -116,7 +171,8 @@ class SoakConfig:
     in_flight: int = 4  # frames sent and not answered, per session
     reply_timeout_s: float = 3.0
     redis_down_s: float = 1.0
-    # (fraction of `seconds`, action): "redis-SIGTERM", "redis-SIGKILL", "replica-SIGKILL"
+    # (fraction of `seconds`, action): "redis-SIGTERM", "redis-SIGKILL", "replica-SIGKILL"; on a cluster
+    # "cluster-failover", "cluster-SIGKILL" (`ClusterStore`)
     events: tuple[tuple[float, str], ...] = ()
 
     @classmethod
@@ -172,6 +228,7 @@ class Tally:
     duplicates: int = 0  # poses for a seq answered before (a resend across a break): must be equal
     inconsistent: int = 0  # such a pose differing from the first one
     regressions: int = 0  # a resume whose last_seq is below a seq already answered (acknowledged data lost)
+    regressed: set[int] = field(default_factory=set)  # the sessions (indices) of those resumes
     failures: list[str] = field(default_factory=list)  # contract violations (out of order, odd replies)
     rtt_ms: list[float] = field(default_factory=list)  # first answers only
 
@@ -307,6 +364,7 @@ class SoakSession:
             self.tally.resumes += 1
             if self.answered and info.last_seq < max(self.answered):
                 self.tally.regressions += 1
+                self.tally.regressed.add(self.index)
                 self.timeline.notes.append(
                     f"session {self.index} resumed with last_seq {info.last_seq}, "
                     f"below the answered seq {max(self.answered)}"
@@ -417,16 +475,25 @@ async def sample_rss(
 async def chaos(
     config: SoakConfig,
     t0: float,
-    redis: AofRedis,
+    redis: AofRedis | ClusterStore,
     replicas: Sequence[Replica],
     timeline: Timeline,
     killed: list[int],
 ) -> None:
     """Run the configured events at their times: Redis stopped (SIGTERM or SIGKILL) and started again on the
-    same port and directory, or a replica SIGKILLed (the first one not killed yet)."""
+    same port and directory, a cluster master failed over or killed, or a replica SIGKILLed (the first one not
+    killed yet)."""
     for fraction, action in sorted(config.events):
         await asyncio.sleep(max(0.0, t0 + fraction * config.seconds - time.monotonic()))
-        if action.startswith("redis-"):
+        if action.startswith("cluster-"):
+            assert isinstance(redis, ClusterStore)
+            span = [time.monotonic(), float("inf")]
+            timeline.store_down.append(span)  # a third of the sessions may be refused meanwhile
+            note = await asyncio.to_thread(redis.act, action, config.redis_down_s)
+            span[1] = time.monotonic()
+            timeline.notes.append(f"t={span[0] - t0:.1f}s {note} (done after {span[1] - span[0]:.1f}s)")
+        elif action.startswith("redis-"):
+            assert isinstance(redis, AofRedis)
             sig = signal.Signals[action.removeprefix("redis-")]
             span = [time.monotonic(), float("inf")]
             timeline.store_down.append(span)

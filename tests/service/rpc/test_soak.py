@@ -3,9 +3,16 @@ append-only file fsynced on every write) while Redis is restarted and a replica 
 every session is answered exactly once per seq with the pose an uninterrupted offline run gives; no replica
 crashes but the one killed, none logs a traceback, and the survivor's memory stays flat.
 
-The short version runs in `make test`; the full one (64 sessions, 60 s) only in `make soak`. The full one
-reads `POSELIFT_SOAK_SESSIONS`, `POSELIFT_SOAK_SECONDS` and `POSELIFT_SOAK_FPS`; every version prints its
-summary (`-s`) and writes it as JSON to `POSELIFT_SOAK_REPORT` when set.
+On a Redis Cluster (3 masters with a replica each) instead, a master is failed over by its replica
+(`CLUSTER FAILOVER`) and another one SIGKILLed: the same checks hold, except that a session served by the
+killed master may resume below a seq it was answered (Redis Cluster replicates asynchronously: the master's
+last acknowledged writes may not have reached the replica that took over); its client resends those frames and
+gets the same poses again, so no pose is wrong and the store ends holding every frame once.
+
+The short versions run in `make test`; the full one (64 sessions, 60 s) only in `make soak`. The full one
+reads `POSELIFT_SOAK_SESSIONS`, `POSELIFT_SOAK_SECONDS` and `POSELIFT_SOAK_FPS`, and runs on a cluster with
+`POSELIFT_SOAK_CLUSTER=1`; every version prints its summary (`-s`) and writes it as JSON to
+`POSELIFT_SOAK_REPORT` when set.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from service.api import create_app
 from tests.service.rpc.rpckit import Replica
 from tests.service.rpc.soakkit import (
     AofRedis,
+    ClusterStore,
     SoakConfig,
     SoakFailure,
     SoakSession,
@@ -52,11 +60,19 @@ RSS_GROWTH_LIMIT_MB, RSS_GROWTH_LIMIT_FRACTION = 40.0, 0.10
 SHORT = SoakConfig(
     sessions=8, seconds=12.0, fps=20.0, events=((0.3, "replica-SIGKILL"), (0.6, "redis-SIGTERM"))
 )
+CLUSTER_SHORT = SoakConfig(
+    sessions=6, seconds=12.0, fps=10.0, events=((0.2, "cluster-failover"), (0.45, "cluster-SIGKILL"))
+)
+ON_CLUSTER = os.environ.get("POSELIFT_SOAK_CLUSTER", "") == "1"
 FULL = SoakConfig.from_env(
     sessions=64,
     seconds=60.0,
     fps=10.0,
-    events=((0.2, "redis-SIGTERM"), (0.35, "replica-SIGKILL"), (0.65, "redis-SIGKILL")),
+    events=(
+        ((0.2, "cluster-failover"), (0.35, "replica-SIGKILL"), (0.65, "cluster-SIGKILL"))
+        if ON_CLUSTER
+        else ((0.2, "redis-SIGTERM"), (0.35, "replica-SIGKILL"), (0.65, "redis-SIGKILL"))
+    ),
 )
 
 
@@ -73,7 +89,7 @@ class Streamed:
 
 
 async def stream_all(
-    config: SoakConfig, clips: list[Clip], replicas: list[Replica], redis: AofRedis
+    config: SoakConfig, clips: list[Clip], replicas: list[Replica], redis: AofRedis | ClusterStore
 ) -> Streamed:
     """Every session streams its clip while the chaos runs; returns once every frame is answered (or the
     run's deadline passed)."""
@@ -129,11 +145,11 @@ def rss_figures(run: Streamed, index: int, seconds: float) -> dict[str, float]:
     }
 
 
-def run_soak(config: SoakConfig, lifter: Lifter, keep: Path) -> None:
+def run_soak(config: SoakConfig, lifter: Lifter, keep: Path, cluster: bool = False) -> None:
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed")
     started = time.monotonic()
-    redis = AofRedis()
+    redis = ClusterStore() if cluster else AofRedis()
     replicas: list[Replica] = []
     try:
         redis.start()
@@ -189,6 +205,12 @@ def run_soak(config: SoakConfig, lifter: Lifter, keep: Path) -> None:
                 wrong += int((error_mm > TOLERANCE_MM).sum())
                 worst_mm = max(worst_mm, float(error_mm.max()))
 
+        # A regression is only explained by a killed cluster master that had not replicated its last writes.
+        lossy = {
+            i for i in run.tally.regressed
+            if isinstance(redis, ClusterStore) and redis.on_killed_master(run.sessions[i].session_id)
+        }  # fmt: skip
+        unexplained = run.tally.regressed - lossy
         survivor = next(i for i in range(REPLICAS) if i not in run.killed)
         memory = rss_figures(run, survivor, config.seconds)
         rtt = np.asarray(run.tally.rtt_ms) if run.tally.rtt_ms else np.zeros(1)
@@ -216,6 +238,7 @@ def run_soak(config: SoakConfig, lifter: Lifter, keep: Path) -> None:
             "duplicate_answers": tally.duplicates,
             "inconsistent_duplicates": tally.inconsistent,
             "regressions": tally.regressions,
+            "regressed_sessions_on_a_killed_master": len(lossy),
             "wrong": wrong,
             "worst_error_mm": worst_mm,
             "crashes": crashes,
@@ -225,6 +248,7 @@ def run_soak(config: SoakConfig, lifter: Lifter, keep: Path) -> None:
             "failures": tally.failures,
             "unfinished": run.unfinished,
             f"replica_{survivor}_rss": memory,
+            "store": "redis cluster (3 masters, 3 replicas)" if cluster else "redis-server, fsynced AOF",
             "redis_restarts": dict(redis.restarts),
             "replicas_killed": len(run.killed),
             "rtt_ms_p50_p99_max": [round(float(v), 1) for v in (*np.percentile(rtt, [50, 99]), rtt.max())],
@@ -243,15 +267,19 @@ def run_soak(config: SoakConfig, lifter: Lifter, keep: Path) -> None:
     assert not run.unfinished, (run.unfinished[:5], run.timeline.notes)
     assert missing == 0 and answered == config.sessions * config.frames
     assert wrong == 0, f"{wrong} poses differ from the offline run by more than {TOLERANCE_MM} mm"
-    assert tally.inconsistent == 0 and tally.regressions == 0, (tally.inconsistent, run.timeline.notes)
+    assert tally.inconsistent == 0 and not unexplained, (tally.inconsistent, run.timeline.notes)
     assert not stored_wrong, stored_wrong[:5]
     assert crashes == 0, (codes, alive_at_end)
     assert not problems, problems[:20]
     assert len(run.killed) == sum(a == "replica-SIGKILL" for _, a in config.events)
-    assert sum(redis.restarts.values()) == sum(a.startswith("redis-") for _, a in config.events)
+    assert sum(redis.restarts.values()) == sum(a.startswith(("redis-", "cluster-")) for _, a in config.events)
     assert tally.resumes > 0, "no stream was resumed"
-    assert any("mid-stream, replica killed" in k for k in tally.breaks), "the kill broke no running stream"
-    assert tally.refused, "no push was refused while Redis was down"
+    if run.killed:
+        assert any("mid-stream, replica killed" in k for k in tally.breaks), (
+            "the kill broke no running stream"
+        )
+    if any(a.startswith(("redis-", "cluster-SIGKILL")) for _, a in config.events):
+        assert tally.refused, "no push was refused while Redis was down"
     growth = memory["growth_second_half_mb"]
     limit = min(RSS_GROWTH_LIMIT_MB, RSS_GROWTH_LIMIT_FRACTION * memory["mid_mb"])
     assert growth < limit, f"the survivor's RSS grew {growth} MB over the second half (limit {limit:.0f})"
@@ -262,7 +290,14 @@ def test_soak_short_redis_restart_and_replica_kill(lifter: Lifter, tmp_path: Pat
     run_soak(SHORT, lifter, tmp_path)
 
 
+@pytest.mark.slow
+def test_soak_short_cluster_master_failover_and_master_kill(lifter: Lifter, tmp_path: Path) -> None:
+    run_soak(CLUSTER_SHORT, lifter, tmp_path, cluster=True)
+
+
 @pytest.mark.soak
 @pytest.mark.timeout(FULL.seconds * 2 + 300)
 def test_soak_full_two_redis_restarts_and_replica_kill(lifter: Lifter, tmp_path: Path) -> None:
-    run_soak(FULL, lifter, tmp_path)
+    """Two Redis restarts (on a cluster, `POSELIFT_SOAK_CLUSTER=1`: a master failover and a master kill) and
+    a replica kill."""
+    run_soak(FULL, lifter, tmp_path, cluster=ON_CLUSTER)
