@@ -175,9 +175,9 @@ class CausalAugmentConfig(AugmentConfig):
     """
 
     fps_range: tuple[float, float] = (24.0, 37.5)  # motion speed ±25 % around the model's 30 fps
-    clean_prob: float = 0.15
-    white_prob: float = 0.2  # the rest (0.65) are detector-like
-    noise_frac_max: float = 0.05
+    clean_prob: float = 0.3
+    white_prob: float = 0.3  # the rest (0.4) are detector-like
+    noise_frac_max: float = 0.04
     low_fps_prob: float = 0.1  # windows seen at 15 or 10 fps and linearly resampled to the model's rate
     min_depth_mm: float = 1500.0  # the camera stays at least this far from the pelvis over the window
     detector: DetectorNoise = field(default_factory=DetectorNoise)

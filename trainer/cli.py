@@ -27,11 +27,11 @@ RECIPES: dict[str, dict[str, float]] = {
         "decay_steps": 600,
         "beta": 1.0,
     },
-    # VideoPose3D's causal temporal convolution, 81 frames (widths 3·3·3·3), 256 channels; MPJPE loss
+    # VideoPose3D's causal temporal convolution, 27 frames (widths 3·3·3), 512 channels; MPJPE loss
     # plus offline, pelvis and bone heads (trainer.train.causal_loss); docs/results.md: what else was tried.
     "tcn": {
-        "hidden": 256,
-        "window": 81,
+        "hidden": 512,
+        "window": 27,
         "dropout": 0.25,
         "lr": 1e-3,
         "batch": 256,
@@ -87,7 +87,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         "--final-lr-ratio",
         type=float,
         default=None,
-        help="decay the learning rate exponentially over --minutes to lr × this (tcn default 0.03)",
+        help="decay the learning rate exponentially over --minutes to lr × this (tcn default 0.05)",
     )
 
 
@@ -112,7 +112,7 @@ def run_train(args: argparse.Namespace) -> int:
         path, _, share = item.rpartition(":")
         extra.append((path, float(share)))
     final_lr = (
-        args.final_lr_ratio if args.final_lr_ratio is not None else (0.03 if args.model == "tcn" else 0.0)
+        args.final_lr_ratio if args.final_lr_ratio is not None else (0.05 if args.model == "tcn" else 0.0)
     )
     cfg = TrainConfig(
         model=model,
