@@ -76,7 +76,7 @@ class FrameOutput:
     visible: float
 
 
-MAX_SESSION_HISTORY = 2048  # frames a session may keep for its windows (about 240 fps for an 81-frame tcn)
+MAX_SESSION_HISTORY = 512  # frames a session keeps for its windows at most (590 fps for the 27-frame tcn)
 
 
 @dataclass(frozen=True)
