@@ -42,7 +42,9 @@ def test_focal_length_scales_the_depth_of_the_trajectory_only(live: LiveServer, 
     assert not np.allclose(default[:, 2], near[:, 2])  # the default focal (65° across 1280 px) is not 1000 px
 
 
-def test_sessions_return_the_clips_causal_roots_and_visible(live: LiveServer, clip: Clip) -> None:
+def test_sessions_return_the_clips_causal_roots_and_visible(
+    live: LiveServer, lifter: Lifter, clip: Clip
+) -> None:
     kp = clip.keypoints_px.copy()
     scores = np.ones(kp.shape[:2])
     scores[20:30] = 0.0  # ten frames with nobody detected
@@ -60,7 +62,10 @@ def test_sessions_return_the_clips_causal_roots_and_visible(live: LiveServer, cl
             visible += [p["visible"] for p in response.json()["poses"]]
     np.testing.assert_allclose(roots, whole["trajectory"], rtol=1e-5, atol=0.01)
     np.testing.assert_allclose(visible, whole["visible"], rtol=0, atol=1e-6)
-    assert whole["visible"][19] == 1.0 and whole["visible"][29] == pytest.approx(1 - 10 / 81, abs=1e-6)
+    seen = lifter.window - 10  # frame 29's window holds the ten empty frames 20..29 (edge padding is frame 0)
+    assert whole["visible"][19] == 1.0 and whole["visible"][29] == pytest.approx(
+        seen / lifter.window, abs=1e-6
+    )
 
 
 def test_offline_mode_differs_and_is_refused_where_the_model_cannot(live: LiveServer, clip: Clip) -> None:
