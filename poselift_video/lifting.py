@@ -46,7 +46,9 @@ def lift_in_process(
             keypoints_px, width, height, fps, scores=scores, layout="h36m17", focal_px=focal_px
         )
         poses = np.asarray(result.poses_mm)
-        trajectory, visible = np.asarray(result.trajectory_mm), np.asarray(result.visible)
+        root = getattr(result, "root_mm", getattr(result, "trajectory_mm", None))  # None: no root head
+        trajectory = np.zeros((len(poses), 3)) if root is None else np.asarray(root)
+        visible = np.asarray(result.visible)
     else:
         poses = lifter.lift(keypoints_px, width, height, fps, scores=scores, layout="h36m17")
         trajectory, visible = np.zeros((len(poses), 3)), seen_fraction(scores)
