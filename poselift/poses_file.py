@@ -132,7 +132,9 @@ def load_poses_file(path: str | Path) -> Poses:
     if data.get("frame_index") is not None:
         frame_index = _array(data, "frame_index", (frames,), path).astype(np.int64)
     track_id = None if data.get("track_id") is None else int(_scalar(data, "track_id", path))
-    focal_px = _scalar(data, "focal_px", path) if "focal_px" in data else float("nan")
+    focal_px = float("nan")  # unknown
+    if data.get("focal_px") is not None:
+        focal_px = _scalar(data, "focal_px", path)
     return Poses(
         fps=fps,
         width=int(width),
@@ -169,14 +171,28 @@ def poses_to_dict(poses: Poses) -> dict[str, Any]:
     return out
 
 
+def _strict_json(value: Any) -> Any:
+    """Arrays as lists and NaN/inf as null (strict JSON, which browsers parse); null reads back as NaN."""
+    if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+        out = value.astype(object)
+        out[~np.isfinite(value)] = None
+        return out.tolist()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
 def save_poses_file(path: str | Path, poses: Poses) -> None:
-    """Write a poses file; the suffix (.json or .npz) chooses the encoding."""
+    """Write a poses file; the suffix (.json or .npz) chooses the encoding.
+
+    JSON is strict (no NaN): a missing value, such as the keypoints of an unseen joint, is written as null.
+    """
     path = Path(path)
     data = poses_to_dict(poses)
     if path.suffix.lower() == ".json":
-        path.write_text(
-            json.dumps({k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in data.items()})
-        )
+        path.write_text(json.dumps({k: _strict_json(v) for k, v in data.items()}, allow_nan=False))
     elif path.suffix.lower() == ".npz":
         arrays: dict[str, Any] = {k: np.asarray(v) for k, v in data.items()}
         np.savez(path, **arrays)

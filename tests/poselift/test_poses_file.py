@@ -1,6 +1,7 @@
 """The poses file: JSON and npz hold the same thing; every malformed file is one clear PosesFileError."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -18,6 +19,21 @@ def test_round_trip(tmp_path, suffix):
     for key, value in poses_to_dict(clip).items():
         assert np.array_equal(np.asarray(getattr(back, key, value)), np.asarray(value)), key
     assert back.track_id == 1 and back.has_trajectory and back.num_frames == 30
+
+
+def test_json_is_strict_and_missing_values_come_back_as_nan(tmp_path):
+    """Browsers' JSON.parse rejects NaN: unseen joints' keypoints and an unknown focal length are null."""
+    clip = mocap_poses(segment=12, frames=4)
+    keypoints = clip.keypoints_px.copy()
+    keypoints[1, 3] = np.nan
+    path = tmp_path / "clip.json"
+    save_poses_file(path, replace(clip, keypoints_px=keypoints, focal_px=float("nan")))
+    text = path.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    json.loads(text, parse_constant=lambda name: pytest.fail(f"non-standard JSON constant {name}"))
+    back = load_poses_file(path)
+    assert np.isnan(back.keypoints_px[1, 3]).all() and np.isnan(back.focal_px)
+    assert np.array_equal(np.isnan(back.keypoints_px), np.isnan(keypoints))
 
 
 def test_optional_keys_default(tmp_path):
