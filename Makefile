@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # A GPU user runs: make setup TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126"
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup system-tools viewer-vendor video-setup serve test lint proto train train-tcn train-seq2seq train-framewise eval bench soak container-tools image-test gpu-check clean
+.PHONY: setup system-tools viewer-vendor video-setup serve test check lint docs proto train train-tcn train-seq2seq train-framewise eval bench soak container-tools image-test gpu-check clean
 
 setup: $(STAMP) system-tools viewer-vendor video-setup
 
@@ -92,6 +92,20 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+# The fast lane (docs/testing.md): lint, format, types, and the tests that start no server (no redis-server,
+# poselift serve, nginx, browser, video or container) and are not marked slow. Needs only the venv.
+CHECK_TESTS ?= tests/poselift tests/trainer tests/client tests/bench tests/service/test_settings.py \
+    tests/service/test_config_doc.py
+check: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/pytest -q -m "not slow and not soak and not container" $(CHECK_TESTS)
+
+# docs/configuration.md from service.config.Settings (tests/service/test_config_doc.py checks it is current).
+docs: $(STAMP)
+	$(BIN)/python -m service.config_doc
 
 # The shipped checkpoints: trained on the train split only, on CPU, each within a wall-clock budget. The tcn
 # (the default model) also draws 30 % of its windows from the Bandai data (CC BY-NC: data/bandai/README.md);
