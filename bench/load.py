@@ -3,6 +3,8 @@
 Run: `make bench` (the model bench, then this, writing bench/RESULTS.md), or
 
     python -m bench.load [--seconds S] [--sessions 1,16,64,256] [--quick] [--out bench/RESULTS.md]
+                         [--scenarios rest,streams,fairness] [--fairness-seconds S] [--fairness-chunks N,M]
+                         [--workers 1,2]
                          [--threads N] [--checkpoint NAME] [--backend NAME] [--set NAME=VALUE ...]
 
 It measures, in order:
@@ -12,7 +14,9 @@ It measures, in order:
 2. one `poselift serve` process (sessions in a redis-server the bench starts on a free loopback port, never
    6379) under `/v1/lift` clients posting long clips back to back, then under StreamLift sessions (one frame
    per message, one frame in flight per stream), each paced like a 30 fps camera and flat out;
-3. optionally the same streams against a server with the in-process session store.
+3. optionally the same streams against a server with the in-process session store;
+4. fairness: one 30 fps stream alone, then beside one client posting 4096-frame clips to `/v1/lift` back to
+   back, on a server per `POSELIFT_CLIP_CHUNK` value (`--scenarios fairness` runs only this).
 
 The clients run in worker processes (`bench.loadgen`), each scenario for `--seconds` after a warm-up, and
 stop by themselves. Every reply is checked; a run with any error says so loudly and exits 1. Figures are as
@@ -42,7 +46,16 @@ import numpy as np
 import torch
 
 from bench import loadgen
-from bench.loadkit import ROOT, Clip, RedisServer, RedisSnapshot, Server, cpu_seconds, metric_sum, val_clip
+from bench.loadkit import (
+    ROOT,
+    Clip,
+    RedisServer,
+    RedisSnapshot,
+    Server,
+    metric_sum,
+    tree_cpu_seconds,
+    val_clip,
+)
 from bench.loadkit import percentiles_ms as pct
 from bench.model import flops_per_frame, latency_ms, machine
 from poselift import Lifter
@@ -170,7 +183,7 @@ def _take(server: Server, redis: RedisServer | None, metrics_first: bool) -> Cou
     scrapes' own Redis commands fall outside the span."""
     metrics = server.metrics() if metrics_first else {}
     snap = redis.snapshot() if redis else None
-    counters = Counters(time.time(), cpu_seconds(server.pid), metrics, snap)
+    counters = Counters(time.time(), tree_cpu_seconds(server.pid), metrics, snap)  # with its workers
     if not metrics_first:
         counters.metrics.update(server.metrics())
     return counters
@@ -314,8 +327,15 @@ class StreamRow:
     server_frames: float  # StreamLift frames the server answered within the span
     session_bytes: float  # mean MEMORY USAGE of a session hash; NaN without Redis
     index_bytes: float  # the index's bytes per session
+    short_sessions: int  # sampled sessions that saw fewer frames than the window (history not yet full)
     problems: loadgen.Problems
     late_open_s: float  # how far into the measured span the last stream opened (0: before it)
+    workers: int = 1  # the server's POSELIFT_WORKERS
+
+    @property
+    def where(self) -> str:
+        """The store, and the worker count when several."""
+        return self.store if self.workers == 1 else f"{self.store}, {self.workers} workers"
 
     @property
     def mode(self) -> str:
@@ -366,7 +386,9 @@ def _stream_row(
     merged = loadgen.StreamResult(np.zeros(0, np.float32))
     for result in results:
         merged.merge(result)
-    session_bytes, index_bytes, _ = redis.session_bytes() if redis else (float("nan"), float("nan"), 0)
+    session_bytes, index_bytes, _, short = (
+        redis.session_bytes() if redis else (float("nan"), float("nan"), 0, 0)
+    )
     return StreamRow(
         "redis" if redis else "memory",
         sessions,
@@ -379,6 +401,7 @@ def _stream_row(
         span.metric("poselift_stream_frames_total"),
         session_bytes,
         index_bytes,
+        short,
         merged.problems,
         max(0.0, merged.last_open_at - start_at),
     )
@@ -478,7 +501,7 @@ def fairness_table(rows: Sequence[FairnessRow], ceiling: Ceiling) -> str:
                 f"| {f'{c.frames_per_s:,.0f}' if c else '—'} | {c.requests if c else '—'} "
                 f"| {_n(c.p50_ms, '.1f') if c else '—'} | {f'{f.clips_in_flight:.0%}' if c else '—'} "
                 f"| {pass_ms} | {_n(windows, '.1f')} | {busy:.0%} | {s.span.server_cpu:.2f} "
-                f"| {_n(s.session_bytes)} (+ {_n(s.index_bytes)}) "
+                f"| {_bytes(s)} "
                 f"| {s.problems.total + (c.problems.total if c else 0)} |"
             )
     lines += [
@@ -504,6 +527,11 @@ def _x(value: float, ceiling: float) -> str:
 
 def _n(value: float, fmt: str = ",.0f") -> str:
     return format(value, fmt) if np.isfinite(value) else "—"
+
+
+def _bytes(r: StreamRow) -> str:
+    """Bytes per session (+ the index's per session); a * when some sessions' history was not yet full."""
+    return f"{_n(r.session_bytes)}{'*' if r.short_sessions else ''} (+ {_n(r.index_bytes)})"
 
 
 def rest_table(rows: Sequence[RestRow], ceiling: Ceiling) -> str:
@@ -547,7 +575,7 @@ def stream_table(rows: Sequence[StreamRow], ceiling: Ceiling) -> str:
             f"| {_n(r.span.redis_cpu, '.2f') if redis else '—'} "
             f"| {_n(r.per_frame(r.span.commands), '.2f') if redis else '—'} "
             f"| {_n(r.per_frame(r.span.redis_writes), '.2f') if redis else '—'} "
-            f"| {_n(r.session_bytes) + f' (+ {_n(r.index_bytes)})' if redis else '—'} "
+            f"| {_bytes(r) if redis else '—'} "
             f"| {r.problems.total} |"
         )
     return "\n".join(lines)
@@ -579,7 +607,7 @@ def targets_table(rows: Sequence[StreamRow], ceiling: Ceiling) -> str:
             met = r.frames_per_s >= TARGET_SHARE * model
             lines.append(
                 f"| {TARGET_STREAMS} streams flat out ≥ {TARGET_SHARE:.0%} of the model alone at batch "
-                f"{TARGET_STREAMS} | {r.store} "
+                f"{TARGET_STREAMS} | {r.where} "
                 f"| {r.frames_per_s:,.0f} frames/s ({r.frames_per_s / model:.0%}) "
                 f"| {model:,.0f} frames/s | {'met' if met else '**missed**'} |"
             )
@@ -587,7 +615,7 @@ def targets_table(rows: Sequence[StreamRow], ceiling: Ceiling) -> str:
             met = r.p50_ms <= batch1 + TARGET_SLACK_MS
             lines.append(
                 f"| 1 stream ({r.mode}): p50 round trip ≤ batch-1 model latency + {TARGET_SLACK_MS:g} ms "
-                f"| {r.store} | {r.p50_ms:.2f} ms | {batch1:.2f} + {TARGET_SLACK_MS:g} ms "
+                f"| {r.where} | {r.p50_ms:.2f} ms | {batch1:.2f} + {TARGET_SLACK_MS:g} ms "
                 f"| {'met' if met else '**missed**'} |"
             )
             if r.fps and ceiling.batch1_paced_ms:  # like with like: the model's pass after the same idle gap
@@ -595,7 +623,7 @@ def targets_table(rows: Sequence[StreamRow], ceiling: Ceiling) -> str:
                 met = r.p50_ms <= paced + TARGET_SLACK_MS
                 lines.append(
                     f"| 1 stream ({r.mode}): p50 round trip ≤ batch-1 model latency at the same pace + "
-                    f"{TARGET_SLACK_MS:g} ms | {r.store} | {r.p50_ms:.2f} ms | {paced:.2f} + "
+                    f"{TARGET_SLACK_MS:g} ms | {r.where} | {r.p50_ms:.2f} ms | {paced:.2f} + "
                     f"{TARGET_SLACK_MS:g} ms | {'met' if met else '**missed**'} |"
                 )
     return "\n".join(lines)
@@ -631,7 +659,10 @@ COLUMNS = """\
   entirely, as a live camera drops stale frames.
 - *RTT*: from writing a frame on its stream to reading its pose, in the client process (ms).
 - *windows/pass*: mean windows per forward pass of the server's batching worker (its /metrics);
-  *model busy*: the share of the wall time the worker spent in forward passes.
+  *model busy*: the share of the wall time the worker spent in forward passes (with several server
+  workers, each with its own model, their sum: up to workers × 100 %).
+- *server CPU*, *windows/pass* and *model busy* with several workers: `/metrics` of any worker is the
+  replica's (prometheus_client multiprocess mode), and the CPU is the supervisor's and its workers'.
 - *server / client / Redis CPU*: user + system CPU seconds of the `poselift serve` process, of the client
   worker processes (how many in brackets), and of the redis-server, over the span's wall time: cores.
 - *Redis cmds/frame*: redis-server INFO `total_commands_processed` over StreamLift frames the server answered
@@ -640,7 +671,9 @@ COLUMNS = """\
   Redis answers each request, or each pipeline read at once, with one write, so this counts the server's
   round trips to Redis. The gRPC health check's PING (1/s) is in both.
 - *bytes/session*: mean `MEMORY USAGE` of the session hashes `poselift:session:<id>` after the scenario
-  (before it all keys are flushed), + the index `poselift:sessions`' bytes per session.
+  (before it all keys are flushed), + the index `poselift:sessions`' bytes per session. A hash grows with
+  the session's 2D history until it holds the model's window (W - 1 frames at the model's 30 fps: 80 for
+  the tcn); * marks a figure where some sessions had seen fewer than W frames, so it is below the full size.
 - *problems*: FrameErrors, replies that are not the pose of the frame just sent, streams that did not end
   OK; any makes the run invalid.
 """
@@ -666,6 +699,7 @@ class Options:
     fairness_seconds: float = 30.0  # each of its two spans (alone, under clips)
     fairness_fps: float = 30.0
     fairness_chunks: tuple[int, ...] = ()  # POSELIFT_CLIP_CHUNK of each fairness server; (): the setting's
+    workers: tuple[int, ...] = (1,)  # POSELIFT_WORKERS of the REST/StreamLift servers, one server each
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -684,6 +718,13 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, O
     p.add_argument("--fps", type=float, default=30.0, help="frames/s of a paced stream")
     p.add_argument("--rest-clients", type=_ints, default=None, help="concurrent /v1/lift clients (1,4)")
     p.add_argument("--rest-frames", type=int, default=2000, help="frames per /v1/lift request")
+    p.add_argument(
+        "--workers",
+        type=_ints,
+        default=None,
+        help="POSELIFT_WORKERS of the servers, one server and StreamLift table each (default 1,2; --quick "
+        "1); REST runs on the first; more than one worker runs with Redis only",
+    )
     p.add_argument("--stores", default=None, help="redis and/or memory (default redis,memory)")
     p.add_argument("--client-procs", type=int, default=0, help="client processes (0: 1, 2 above 64 streams)")
     p.add_argument("--streams-per-channel", type=int, default=16, help="streams per gRPC channel")
@@ -746,6 +787,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, O
         fairness_seconds=args.fairness_seconds or (6.0 if quick else 30.0),
         fairness_fps=args.fps,
         fairness_chunks=args.fairness_chunks,
+        workers=args.workers or ((1,) if quick else (1, 2)),
     )
     return args, opts
 
@@ -780,7 +822,8 @@ def _header(
         f"- command: `{shlex.join(['python', '-m', 'bench.load', *sys.argv[1:]])}`{via_make}",
         f"- began: {began}",
         f"- machine: {machine}; load average before the run {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}",
-        "- server: one `poselift serve` process on loopback, settings from the environment"
+        f"- server: one `poselift serve` on loopback (POSELIFT_WORKERS {', '.join(map(str, opts.workers))}: "
+        "one server each; REST on the first), settings from the environment"
         + (f" and {', '.join(f'POSELIFT_{k.upper()}={v}' for k, v in opts.server_settings.items())}"
            if opts.server_settings else "")
         + f"; sessions in a redis-server ({redis_version.split(' sha')[0].strip()}, no persistence)",
@@ -789,6 +832,9 @@ def _header(
     ]  # fmt: skip
     lines += [f"- **note: {note}**" for note in notes]
     return "\n".join(lines)
+
+
+STORE_TITLES = (("redis", "sessions in Redis"), ("memory", "in-process session store"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -817,19 +863,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     ):
         for future in [pool.submit(loadgen.warm) for _ in range(2)]:
             future.result()
-        for store in opts.stores:
-            if not opts.sessions and not (store == opts.stores[0] and opts.rest_clients):
-                continue
+        for workers, store in [(w, s) for w in opts.workers for s in opts.stores]:
+            first = workers == opts.workers[0] and store == opts.stores[0]  # REST runs on this server only
+            if (workers > 1 and store == "memory") or not (opts.sessions or (first and opts.rest_clients)):
+                continue  # several workers share sessions through Redis only
             store_redis = redis if store == "redis" else None
-            with Server(opts.server_settings, redis.url if store_redis else "") as server:
-                if store == opts.stores[0]:
+            settings = {**opts.server_settings, "workers": str(workers)}
+            with Server(settings, redis.url if store_redis else "") as server:
+                if first:
                     for clients in opts.rest_clients:
                         rest.append(run_rest(pool, server, clip, clients, opts))
                         print(rest_table(rest[-1:], ceiling).splitlines()[-1], flush=True)
                 for sessions in opts.sessions:
                     for fps in opts.fps_modes:
-                        streams.append(run_streams(pool, server, store_redis, clip, sessions, fps, opts))
-                        print(f"{store}: " + stream_table(streams[-1:], ceiling).splitlines()[-1], flush=True)
+                        row = run_streams(pool, server, store_redis, clip, sessions, fps, opts)
+                        streams.append(dataclasses.replace(row, workers=workers))
+                        print(f"{streams[-1].where}: " + stream_table(streams[-1:], ceiling).splitlines()[-1])
                         redis.flush()
         for chunk in chunks:  # one server per clip chunk, sessions in Redis
             with Server({**opts.server_settings, "clip_chunk": str(chunk)}, redis.url) as server:
@@ -870,10 +919,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             + "\n\n"
             + fairness_table(fairness, ceiling)
         )
-    for store, title in (("redis", "sessions in Redis"), ("memory", "in-process session store")):
-        rows = [r for r in streams if r.store == store]
+    for (store, title), workers in [(s, w) for w in opts.workers for s in STORE_TITLES]:
+        rows = [r for r in streams if r.store == store and r.workers == workers]
         if rows:
-            sections.append(f"## StreamLift, {title}\n\n" + stream_table(rows, ceiling))
+            count = f", {workers} worker{'s' if workers > 1 else ''}" if opts.workers != (1,) else ""
+            sections.append(f"## StreamLift, {title}{count}\n\n" + stream_table(rows, ceiling))
             if store == "redis":
                 sections.append("### Redis commands per frame, by command\n\n" + commands_table(rows))
     sections.append("## What the columns mean\n\n" + COLUMNS)

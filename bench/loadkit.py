@@ -6,6 +6,7 @@ Linux only (/proc). Nothing here touches Redis on 6379: the bench's redis-server
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -48,6 +49,20 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rpartition(")")[2].split()  # after "pid (comm)": state is field 3 of proc(5)
     return (int(fields[11]) + int(fields[12])) / _TICKS_PER_S  # utime, stime: fields 14 and 15
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """`cpu_seconds` of `pid` and of its live descendants (a `poselift serve` supervisor's workers)."""
+    total = cpu_seconds(pid)
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            children = [int(child) for child in f.read().split()]
+    except OSError:
+        return total
+    for child in children:
+        with contextlib.suppress(OSError, ValueError):  # it exited meanwhile
+            total += tree_cpu_seconds(child)
+    return total
 
 
 def write_syscalls(pid: int) -> int:
@@ -144,9 +159,14 @@ class RedisServer:
             cpu_seconds(self.process.pid),
         )
 
-    def session_bytes(self, sample: int = 64) -> tuple[float, float, int]:
+    def session_bytes(self, sample: int = 64) -> tuple[float, float, int, int]:
         """(mean `MEMORY USAGE` of up to `sample` session hashes, the index's bytes per session, sessions
-        indexed), bytes; (NaN, NaN, 0) when there are no sessions."""
+        indexed, how many of the sampled sessions had seen fewer frames than the model's window), bytes;
+        (NaN, NaN, 0, 0) when there are no sessions.
+
+        A session's hash grows with its 2D history until it holds the window's frames (W - 1 for a camera
+        at the model's rate), so only sessions that saw at least W frames show the full size.
+        """
         keys = []
         for key in self.client.scan_iter(match=SESSION_PATTERN, count=1000):
             keys.append(key)
@@ -154,10 +174,14 @@ class RedisServer:
                 break
         sessions = int(self.client.zcard(INDEX_KEY))
         if not keys or not sessions:
-            return float("nan"), float("nan"), 0
+            return float("nan"), float("nan"), 0, 0
         per_key = [int(self.client.memory_usage(key, samples=0) or 0) for key in keys]
         index = int(self.client.memory_usage(INDEX_KEY, samples=0) or 0)
-        return float(np.mean(per_key)), index / sessions, sessions
+        short = 0
+        for key in keys:
+            seen, window = self.client.hmget(key, ["frames_seen", "window"])
+            short += int(seen or 0) < int(window or 0)
+        return float(np.mean(per_key)), index / sessions, sessions, short
 
     def flush(self) -> None:
         self.client.flushall()
