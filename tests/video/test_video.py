@@ -36,7 +36,7 @@ pytestmark = [
 ]
 
 
-def poselift(*args: str | Path, timeout: float = 280.0) -> subprocess.CompletedProcess[str]:
+def poselift(*args: str | Path, timeout: float = 500.0) -> subprocess.CompletedProcess[str]:
     """The `poselift` command of this environment, as a user runs it."""
     command = [str(Path(sys.executable).with_name("poselift")), *map(str, args)]
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
@@ -154,14 +154,14 @@ def test_video_in_process_lifting_matches_grpc(over_grpc: Path, tmp_path: Path) 
 
 
 def test_video_bad_input_is_a_clear_error(tmp_path: Path) -> None:
-    missing = poselift("video", tmp_path / "nothing.mp4", "--out", tmp_path / "out", timeout=60)
+    missing = poselift("video", tmp_path / "nothing.mp4", "--out", tmp_path / "out", timeout=240)
     assert missing.returncode == 2 and "no such video file" in missing.stderr
     no_env = poselift(
-        "video", VTEST, "--out", tmp_path / "out", "--detector-python", tmp_path / "python", timeout=60
+        "video", VTEST, "--out", tmp_path / "out", "--detector-python", tmp_path / "python", timeout=240
     )
     assert no_env.returncode == 2 and "make video-setup" in no_env.stderr
     not_a_video = tmp_path / "notes.mp4"
     not_a_video.write_text("not a video")
-    broken = poselift("video", not_a_video, "--out", tmp_path / "out", timeout=120)
+    broken = poselift("video", not_a_video, "--out", tmp_path / "out", timeout=240)
     assert broken.returncode == 2 and "cannot open video" in broken.stderr
     assert "Traceback" not in missing.stderr + no_env.stderr + broken.stderr
