@@ -472,11 +472,12 @@ def run_fairness(
 FAIRNESS_TEXT = """\
 One StreamLift session paced like a {fps:g} fps camera (sessions in Redis), measured alone for {s:g} s, then
 a new one for {s:g} s while one client posts {frames}-frame clips to `/v1/lift` back to back (real HTTP, its
-own process), on the same server. The server sends a clip to the model POSELIFT_CLIP_CHUNK windows at a time,
-each chunk awaited before the next, so the stream's frames ride in the passes between chunks instead of
-waiting behind the whole clip. *clips in flight*: the share of the span during which a clip request was open
-(between clips the stream runs alone); *model pass @chunk*: one pass of that many windows, the model alone;
-*bytes/session*: `MEMORY USAGE` of the session's hash after its span, + the index's bytes per session."""
+own process), on the same server: one worker, so one batching queue (unless `--set workers=N`). The server
+sends a clip to the model POSELIFT_CLIP_CHUNK windows at a time, each chunk awaited before the next, so the
+stream's frames ride in the passes between chunks instead of waiting behind the whole clip. *clips in
+flight*: the share of the span during which a clip request was open (between clips the stream runs alone);
+*model pass @chunk*: one pass of that many windows, the model alone; *bytes/session*: `MEMORY USAGE` of the
+session's hash after its span, + the index's bytes per session (* as below)."""
 
 
 def fairness_table(rows: Sequence[FairnessRow], ceiling: Ceiling) -> str:
@@ -880,8 +881,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         streams.append(dataclasses.replace(row, workers=workers))
                         print(f"{streams[-1].where}: " + stream_table(streams[-1:], ceiling).splitlines()[-1])
                         redis.flush()
-        for chunk in chunks:  # one server per clip chunk, sessions in Redis
-            with Server({**opts.server_settings, "clip_chunk": str(chunk)}, redis.url) as server:
+        for chunk in chunks:  # one server per clip chunk, sessions in Redis, one worker unless --set
+            settings = {"workers": "1", **opts.server_settings, "clip_chunk": str(chunk)}
+            with Server(settings, redis.url) as server:
                 fairness.append(
                     run_fairness(pool, server, redis, val_clip(opts.fairness_frames), chunk, opts)
                 )
