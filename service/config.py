@@ -113,7 +113,8 @@ class Settings(BaseSettings):
     session_cache: int = Field(
         default=4096,
         ge=0,
-        description="sessions a replica remembers (~9.5 kB each) so a push is one Redis round trip (0: off)",
+        description="sessions a replica remembers (each about its size in Redis, make bench's bytes/session) "
+        "so a push is one Redis round trip (0: off)",
     )
     push_retries: int = Field(
         default=64, ge=1, description="optimistic-concurrency attempts of one frames push"

@@ -147,7 +147,7 @@ class LiftingCore:
         self.engine = engine
         self.store = store
         self.metrics = metrics
-        # Saves the read before each commit, where reading is a round trip (~9.5 kB per session remembered).
+        # Saves the read before each commit, where reading is a round trip (memory: one session state each).
         self.sessions_seen = SessionCache(settings.session_cache if store.remote else 0)
         self.draining = False  # set at shutdown: readiness fails first, so balancers stop sending work
 
