@@ -159,6 +159,19 @@ def wait_ready(http_port: int, grpc_port: int, timeout_s: float, containers: Seq
         time.sleep(1.0)
 
 
+def healthy(container: str, timeout_s: float) -> str | None:
+    """None once the container's own healthcheck passes (`podman healthcheck run`, repeated as the
+    healthcheck's retries would: on a busy machine its 5-s timeout can expire), else its last error."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        done = podman("healthcheck", "run", container, check=False, timeout=60)
+        if done.returncode == 0:
+            return None
+        if time.monotonic() > deadline:
+            return f"{container}: {(done.stdout + done.stderr).strip()}\n{logs([container])}"
+        time.sleep(2.0)
+
+
 def logs(containers: Sequence[str]) -> str:
     """The last lines each container printed."""
     parts = []
