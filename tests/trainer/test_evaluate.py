@@ -46,6 +46,7 @@ def test_evaluate_reports_methods_and_filters(small_val):
     assert len(res["per_joint_mm"]["framewise"]["σ=0"]) == 17
 
 
+@pytest.mark.slow  # the evaluate command in a fresh process
 def test_evaluate_cli_writes_json_and_plot(tmp_path, small_val):
     cmd = [
         sys.executable,

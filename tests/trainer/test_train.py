@@ -13,6 +13,8 @@ from .conftest import TRAIN
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
+pytestmark = pytest.mark.slow  # real training runs in fresh processes: make test, not make check
+
 
 def _train(out: Path, *extra: str) -> subprocess.CompletedProcess:
     cmd = [
