@@ -104,9 +104,12 @@ function clipFromPosesFile(doc) {
   }
   const T = poses.length;
   const keypoints = doc.keypoints_px ?? null;
-  if (keypoints !== null && !(isArrayOf(keypoints, T, isFrameOf(17, 2)))) {
+  // An unseen joint's keypoint is null (docs/outputs.md): not drawn.
+  const isKeypoint = (p) => isArrayOf(p, 2, (v) => v === null || isNumber(v));
+  if (keypoints !== null && !isArrayOf(keypoints, T, (f) => isArrayOf(f, 17, isKeypoint))) {
     throw new InputError(`"keypoints_px" must be (${T}, 17, 2), like poses_mm`);
   }
+  const frameIndex = Array.isArray(doc.frame_index) && doc.frame_index.length === T ? doc.frame_index : null;
   return {
     source: 'poses file',
     name: null,
@@ -119,6 +122,7 @@ function clipFromPosesFile(doc) {
     poses,
     trajectory: optionalTrack(doc.trajectory_mm, T, 'trajectory_mm'),
     visible: Array.isArray(doc.visible) && doc.visible.length === T ? doc.visible : null,
+    frameIndex,
   };
 }
 
@@ -435,13 +439,14 @@ function draw2d(t) {
   const oy = (H - clip.height * scale) / 2;
   ctx.fillStyle = '#0d0f13';
   ctx.fillRect(ox, oy, clip.width * scale, clip.height * scale);
-  const points = clip.keypoints[t].map(([x, y]) => [ox + x * scale, oy + y * scale]);
+  const points = clip.keypoints[t].map(([x, y]) => (isNumber(x) && isNumber(y) ? [ox + x * scale, oy + y * scale] : null));
   drawn2d = points;
   const coco = clip.layout === 'coco17';
   const edges = coco ? COCO_EDGES : PARENTS.map((p, j) => [p, j]).filter(([p]) => p >= 0);
   const side = (j) => ((coco ? COCO_LEFT : LEFT).has(j) ? COLOURS.left : (coco ? COCO_RIGHT : RIGHT).has(j) ? COLOURS.right : COLOURS.centre);
   ctx.lineWidth = 2.5 * window.devicePixelRatio;
   for (const [a, b] of edges) {
+    if (!points[a] || !points[b]) continue;
     ctx.strokeStyle = side(b);
     ctx.beginPath();
     ctx.moveTo(...points[a]);
@@ -450,6 +455,7 @@ function draw2d(t) {
   }
   const radius = 3.5 * window.devicePixelRatio;
   points.forEach((p, j) => {
+    if (!p) return;
     ctx.fillStyle = side(j);
     ctx.beginPath();
     ctx.arc(p[0], p[1], radius, 0, 2 * Math.PI);
@@ -485,7 +491,8 @@ function showFrame(t) {
   ui.scrub.value = String(t);
   const T = clip.poses.length;
   const seen = clip.visible && clip.visible[t] !== undefined ? ` · seen ${Math.round(clip.visible[t] * 100)}%` : '';
-  ui.label.textContent = `frame ${t + 1} / ${T} · ${(t / clip.fps).toFixed(2)} s${seen}`;
+  const video = clip.frameIndex ? ` · video frame ${clip.frameIndex[t]}` : '';
+  ui.label.textContent = `frame ${t + 1} / ${T} · ${(t / clip.fps).toFixed(2)} s${video}${seen}`;
 }
 
 function setPlaying(on) {
