@@ -164,11 +164,15 @@ def healthy(container: str, timeout_s: float) -> str | None:
     healthcheck's retries would: on a busy machine its 5-s timeout can expire), else its last error."""
     deadline = time.monotonic() + timeout_s
     while True:
-        done = podman("healthcheck", "run", container, check=False, timeout=60)
-        if done.returncode == 0:
-            return None
+        try:
+            done = podman("healthcheck", "run", container, check=False, timeout=120)
+            if done.returncode == 0:
+                return None
+            last = (done.stdout + done.stderr).strip()
+        except subprocess.TimeoutExpired:
+            last = "podman healthcheck run took over 120 s"
         if time.monotonic() > deadline:
-            return f"{container}: {(done.stdout + done.stderr).strip()}\n{logs([container])}"
+            return f"{container}: {last}\n{logs([container])}"
         time.sleep(2.0)
 
 
