@@ -24,6 +24,7 @@ With `POSELIFT_TORCH_THREADS=0`, each of N workers gets cpu_count // N intra-op 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -189,7 +190,7 @@ class Supervisor:
             signal.signal(sig, self._on_signal)
         for slot in self.slots:
             self._start(slot)
-        while any(slot.process is not None for slot in self.slots):
+        while any(slot.process is not None or self._restarting(slot) for slot in self.slots):
             self._wait()
             for slot in self.slots:
                 process = slot.process
@@ -199,6 +200,9 @@ class Supervisor:
                     self._start(slot)
             self._kill_stragglers()
         return self.exit_code
+
+    def _restarting(self, slot: _Slot) -> bool:
+        return slot.restart_at is not None and not self.signals
 
     def _wait(self) -> None:
         sentinels = [slot.process.sentinel for slot in self.slots if slot.process is not None]
@@ -260,8 +264,9 @@ class Supervisor:
             self.stop_deadline = time.monotonic() + STOP_TIMEOUT_S
         for slot in self.slots:
             slot.restart_at = None
-            if slot.process is not None and slot.process.pid is not None and slot.process.exitcode is None:
-                os.kill(slot.process.pid, sig)
+            if slot.process is not None and slot.process.pid is not None:  # no exitcode: it may reap
+                with contextlib.suppress(ProcessLookupError):  # it has just exited
+                    os.kill(slot.process.pid, sig)
 
     def _kill_stragglers(self) -> None:
         if self.signals and time.monotonic() > self.stop_deadline:
