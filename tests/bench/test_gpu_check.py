@@ -16,6 +16,7 @@ from bench.gpu_check import Step
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow  # the command in a fresh process
 def test_gpu_check_without_cuda_says_so_and_writes_nothing(tmp_path: Path) -> None:
     out = tmp_path / "GPU.md"
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # no device, even on a GPU machine

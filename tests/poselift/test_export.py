@@ -75,6 +75,7 @@ def test_export_cli_names_an_unwritable_output(tmp_path, capsys):
     assert "cannot write" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # two ONNX exports of a seq2seq (its unrolled LSTM exports slowly)
 def test_cached_export_is_reused_only_for_the_same_checkpoint(tmp_path, monkeypatch):
     monkeypatch.setenv("POSELIFT_CACHE_DIR", str(tmp_path))
     model = Seq2SeqLifter(LifterConfig(hidden_size=8, dropout=0.0)).eval()

@@ -30,6 +30,7 @@ def test_mocap_splits_follow_the_setting(monkeypatch, tmp_path) -> None:
         split_path("train")
 
 
+@pytest.mark.slow  # two commands in fresh processes
 def test_mocap_missing_folder_is_a_clear_command_error(tmp_path) -> None:
     missing = tmp_path / "nowhere"
     env = {**os.environ, DATA_DIR_ENV: str(missing)}
