@@ -223,9 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     problem = cuda_problem()
     if problem is not None:
-        print(
-            f"gpu_check: {problem}; nothing was run (see docs/deployment.md, 'GPU check')", file=sys.stderr
-        )
+        print(f"gpu_check: {problem}; nothing was run (see docs/deployment.md, 'GPU check')", file=sys.stderr)
         return NO_CUDA
     began = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)

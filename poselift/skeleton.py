@@ -1,7 +1,8 @@
 """The Human3.6M 17-joint skeleton poselift speaks, and conversion from COCO-17 detector output.
 
-Joint order (docs/conventions.md): pelvis, right_hip, right_knee, right_ankle, left_hip, left_knee, left_ankle,
-spine, thorax, neck, head, left_shoulder, left_elbow, left_wrist, right_shoulder, right_elbow, right_wrist.
+Joint order (docs/conventions.md): pelvis, right_hip, right_knee, right_ankle, left_hip, left_knee,
+left_ankle, spine, thorax, neck, head, left_shoulder, left_elbow, left_wrist, right_shoulder, right_elbow,
+right_wrist.
 """
 
 from __future__ import annotations
