@@ -115,12 +115,13 @@ class Lifter:
         Args:
             keypoints_norm: (T, 17, 2) normalised keypoints; scores: (T, 17).
             fps: the camera's frame rate; camera_norm: (focal, principal) in normalised units.
-            mode: "causal" (pose t from frames <= t) or "offline" (centred windows, the centre head).
+            mode: "causal" (pose t from frames <= t) or "offline" (the mean of a forward pass and a pass
+                over the reversed clip: every pose sees the whole clip).
         """
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         if mode == "offline" and not self.offline_capable:
-            raise ValueError(f"the {self.kind} model has no offline head; use mode='causal' or the tcn model")
+            raise ValueError(f"the offline mode is the tcn's; the {self.kind} model lifts causally only")
         step = frame_step(fps, self.model_fps)
         if mode == "offline":
             win_kp, win_sc = offline_inputs(keypoints_norm, scores, self.window, step)
@@ -129,7 +130,7 @@ class Lifter:
             win_kp, win_sc = causal_inputs(empty, scores[:0], keypoints_norm, scores, self.window, step)
         heads = self.run_windows(win_kp, win_sc)
         bones = BoneState.empty() if self.consistent_bones else None
-        out, _ = finish(heads, win_sc, scores, camera_norm, bones, self.has_root, offline=mode == "offline")
+        out, _ = finish(heads, win_sc, scores, camera_norm, bones, self.has_root, mode == "offline")
         return out
 
     @property

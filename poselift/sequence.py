@@ -8,9 +8,10 @@ sessions (a few new frames after a stored history) compute exactly the same thin
    10 fps or a 120 fps camera gives the model the motion it was trained on.
 2. The network's heads for those windows (`poselift.runtimes`), run by the caller (batched, maybe with
    other sessions' windows).
-3. `finish`: the pose (newest frame, or centre frame offline), the pelvis in the camera frame from the root
-   head and the camera's focal length, the visible fraction of each pose's window, and the person's bone
-   lengths (a running, confidence-weighted mean of the model's bone lengths) applied to every pose.
+3. `finish`: the pose (the newest frame's; offline, the mean of a forward and a backward pass), the
+   pelvis in the camera frame from the root head and the camera's focal length, the visible fraction of
+   each pose's window, and the person's bone lengths (a running, confidence-weighted mean of the model's
+   bone lengths) applied to every pose.
 4. The caller keeps `history_length` frames and the `BoneState` for the next call.
 """
 
@@ -98,10 +99,18 @@ def causal_inputs(
 def offline_inputs(
     kp: np.ndarray, scores: np.ndarray, window: int, step: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Windows centred on each frame of a whole clip (edge-padded at both ends), for the centre head."""
-    half = (window - 1) // 2 * step
-    ends = np.arange(len(kp), dtype=np.float64) + half
-    return sample_windows(kp, scores, window_times(ends, window, step))
+    """The offline mode's windows of a whole clip: its causal windows, then those of the clip reversed.
+
+    The offline pose of a frame is the mean of what the causal network makes of the frames up to it and of
+    the frames from it on, played backwards (`finish`). Reversed human motion is still human motion (a walk
+    becomes a walk backwards), so the one causal network gives two estimates whose errors partly cancel.
+
+    Returns:
+        (2n, W, 17, 2) keypoints and (2n, W, 17) scores: rows :n forward, rows n: of the reversed clip.
+    """
+    forward = causal_inputs(kp[:0], scores[:0], kp, scores, window, step)
+    backward = causal_inputs(kp[:0], scores[:0], kp[::-1], scores[::-1], window, step)
+    return np.concatenate([forward[0], backward[0]]), np.concatenate([forward[1], backward[1]])
 
 
 def visible_fraction(window_scores: np.ndarray) -> np.ndarray:
@@ -174,13 +183,19 @@ def finish(
         camera_norm: (focal, principal (2,)) in screen-normalised units (`camera_in_normalised_units`).
         bones: the bone state before these frames; None: leave bone lengths as the model made them.
         has_root: whether the model has a root head (else `root_mm` is None).
-        offline: the frames are a whole clip lifted with centred windows: the centre head's poses, and the
+        offline: the frames are a whole clip lifted in the offline mode: `heads` and `window_scores` hold
+            2n rows (`offline_inputs`), forward and reversed; the output is their mean, with the
             bone lengths of the whole clip for every frame.
 
     Returns:
         (the output, the bone state after these frames (None when `bones` is None)).
     """
-    rows = heads[:, 1 if offline else 0]
+    if offline:  # forward and backward newest-frame estimates, the backward ones back in clip order
+        n = len(heads) // 2
+        rows = (heads[:n, 0].astype(np.float64) + heads[n:, 0][::-1]) / 2.0
+        window_scores = np.concatenate([window_scores[:n], window_scores[n:][::-1]], axis=1)
+    else:
+        rows = heads[:, 0]
     poses = np.ascontiguousarray(rows[:, :NUM_JOINTS], dtype=np.float32)
     new_bones = None
     if bones is not None:

@@ -233,9 +233,7 @@ class LiftingCore:
         if mode not in ("causal", "offline"):
             raise InvalidInput(f"mode must be 'causal' or 'offline', got {mode!r}")
         if mode == "offline" and not lifter.offline_capable:
-            raise InvalidInput(
-                f"mode 'offline' needs a model with an offline head; this server runs {lifter.kind}"
-            )
+            raise InvalidInput(f"mode 'offline' is the tcn model's; this server runs {lifter.kind}")
         kp = _as_array(keypoints_px, "keypoints", (-1, NUM_JOINTS, 2))
         self._check_frame_count(len(kp))
         sc = None if scores is None else _as_array(scores, "scores", (len(kp), NUM_JOINTS))
@@ -255,9 +253,8 @@ class LiftingCore:
             ]
         )
         bones = BoneState.empty() if lifter.consistent_bones else None
-        out, _ = finish(
-            heads, win_sc, sc_norm, _camera_norm(camera), bones, lifter.has_root, mode == "offline"
-        )
+        offline = mode == "offline"
+        out, _ = finish(heads, win_sc, sc_norm, _camera_norm(camera), bones, lifter.has_root, offline)
         return out
 
     def _history(self, camera: Camera) -> int:

@@ -63,11 +63,22 @@ def test_window_times_span_the_same_duration_at_any_rate() -> None:
         assert times[0, -1] == 1000.0 and times[0, 0] == pytest.approx(1000.0 - 80 * step)
 
 
-def test_offline_windows_are_centred_and_edge_padded() -> None:
+def test_offline_windows_are_the_causal_ones_then_those_of_the_reversed_clip() -> None:
     kp, sc = _frames(20)
-    win_kp, _ = offline_inputs(kp, sc, window=9, step=1.0)
-    assert np.array_equal(win_kp[10], kp[6:15])  # frame 10 in the middle
-    assert np.array_equal(win_kp[19, -1], kp[19]) and np.array_equal(win_kp[0, 0], kp[0])
+    win_kp, win_sc = offline_inputs(kp, sc, window=9, step=1.0)
+    assert win_kp.shape == (40, 9, 17, 2) and win_sc.shape == (40, 9, 17)
+    assert np.array_equal(win_kp[:20], causal_windows(kp, 9))
+    assert np.array_equal(win_kp[20:], causal_windows(kp[::-1], 9))
+
+
+def test_offline_output_is_the_mean_of_both_passes_in_clip_order() -> None:
+    rng = np.random.default_rng(4)
+    heads = rng.normal(0, 300, (10, 2, 18, 3)).astype(np.float32)
+    heads[:, :, 0] = 0.0
+    window_scores = np.ones((10, 9, 17), np.float32)
+    out, _ = finish(heads, window_scores, np.ones((5, 17)), (1.5, np.zeros(2)), None, True, offline=True)
+    np.testing.assert_allclose(out.poses_mm, (heads[:5, 0, :17] + heads[5:, 0, :17][::-1]) / 2, rtol=1e-6)
+    assert out.poses_mm.shape == (5, 17, 3) and out.visible.shape == (5,)
 
 
 def test_bone_lengths_are_applied_and_directions_kept() -> None:
