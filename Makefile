@@ -129,9 +129,11 @@ train-framewise: setup
 	    --export poselift/weights/framewise
 
 VAL := data/mocap/cmu_h36m17_val.npz
+# TRACKS=DIR (the output folder of `poselift video`) also scores skeleton consistency on that real detector output.
+TRACKS ?=
 eval: setup
 	$(BIN)/poselift evaluate --data $(VAL) --checkpoint tcn --checkpoint seq2seq --checkpoint framewise \
-	    --json eval/val.json --plot eval/val.png
+	    --json eval/val.json --plot eval/val.png $(if $(TRACKS),--tracks $(TRACKS))
 
 # The speed tables, written to bench/RESULTS.md: the model alone (bench.model), then one `poselift serve` on a
 # throw-away redis-server (free port, never 6379) under REST and StreamLift load (bench.load), then a py-spy
