@@ -25,7 +25,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "export": ("poselift.cli", "export_main", "export a checkpoint's network to ONNX, checked against torch"),
     "export-bvh": ("poselift.outputs_cli", "export_bvh_main", "write a poses file as a BVH animation"),
     "render": ("poselift.outputs_cli", "render_main", "draw a poses file (2D input beside 3D) to mp4/gif"),
-    "video": ("poselift_video.cli", "video_main", "find, track and lift the people in a video (docs/video.md)"),
+    "video": (
+        "poselift_video.cli",
+        "video_main",
+        "find, track and lift the people in a video (docs/video.md)",
+    ),
 }
 
 
