@@ -1,7 +1,7 @@
 """Parts of the soak test: a restartable redis-server with an fsynced append-only file, the chaos schedule,
 a resuming StreamLift client per session, replica memory sampling, and the run's tally.
 
-The client is written to the StreamLift contract only (README "Streaming gRPC"): the first message opens or
+The client is written to the StreamLift contract only (docs/grpc.md): the first message opens or
 resumes a session and is answered with `session` (its `last_seq`); every frame then gets exactly one reply,
 in order; a resent frame the session already processed gets its stored pose again.
 """
