@@ -12,16 +12,19 @@ import numpy as np
 import pytest
 
 from poselift import Lifter
+from poselift.checkpoint import read_metadata, resolve
 from service.engine import Engine
 from service.errors import Unavailable
-from tests.service.testkit import TOLERANCE_MM
+from tests.service.testkit import CHECKPOINT, TOLERANCE_MM
+
+WINDOW = int(read_metadata(resolve(CHECKPOINT))["config"]["window"])  # the test checkpoint's window
 
 
 def windows(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
-    return rng.normal(0, 0.3, (n, 5, 17, 2)).astype(np.float32), rng.uniform(0.2, 1, (n, 5, 17)).astype(
-        np.float32
-    )
+    return rng.normal(0, 0.3, (n, WINDOW, 17, 2)).astype(np.float32), rng.uniform(
+        0.2, 1, (n, WINDOW, 17)
+    ).astype(np.float32)
 
 
 def sample(engine: Engine, name: str, **labels: str) -> float:
@@ -41,10 +44,10 @@ class GatedLifter:
     def window(self) -> int:
         return self.lifter.window
 
-    def lift_windows(self, windows_norm: np.ndarray, scores: np.ndarray) -> Any:
+    def run_windows(self, windows_norm: np.ndarray, scores: np.ndarray) -> Any:
         assert self.gate.wait(30), "the test never opened the gate"
         self.passes += 1
-        return self.lifter.lift_windows(windows_norm, scores)
+        return self.lifter.run_windows(windows_norm, scores)
 
 
 def test_engine_groups_concurrent_requests_and_splits_results(lifter: Lifter) -> None:
