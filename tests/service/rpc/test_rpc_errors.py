@@ -100,7 +100,7 @@ def test_rpc_errors_deadline_cancels_the_call_on_the_server(
         await asyncio.sleep(30)
 
     assert limited.core is not None
-    monkeypatch.setattr(limited.core.engine, "lift_windows", stuck)
+    monkeypatch.setattr(limited.core.engine, "run_windows", stuck)
     started = time.monotonic()
     expect_status(lambda: stub.Lift(lift_request(clip, 3), timeout=0.3), grpc.StatusCode.DEADLINE_EXCEEDED)
     assert time.monotonic() - started < 2
