@@ -482,6 +482,12 @@ _UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
     redis_errors.RedisClusterException,  # the client found no node to ask, or a slot no node serves
     OSError,
     TimeoutError,  # our own deadline (asyncio.timeout)
+    # redis-py 8.1's asyncio connections leak a transport's internals instead of a ConnectionError when a
+    # connection is closed under a command (redis/redis-py#4287): a cluster client closing its connections to
+    # re-read the topology mid-failover makes the commands in flight fail with
+    # "'NoneType' object has no attribute 'writelines'". Nothing else here raises these.
+    AttributeError,
+    TypeError,
 )
 
 
