@@ -144,7 +144,20 @@ class LoopbackCluster:
         with replica.client() as client:
             client.execute_command("CLUSTER", "FAILOVER")
         wait_for(lambda: replica.role() == "master" and master.role() == "slave", 20, "no manual failover")
+        wait_for(lambda: self._serves_everywhere(replica), 20, "the nodes did not learn the new master")
         return replica
+
+    def _serves_everywhere(self, master: Node) -> bool:
+        """Every live node's CLUSTER SLOTS names `master` as the master of some slots."""
+        for node in self.nodes_alive():
+            try:
+                with node.client() as client:
+                    ranges = client.execute_command("CLUSTER", "SLOTS")
+            except redis.RedisError:
+                return False
+            if not any(int(nodes[0][1]) == master.port for _, _, *nodes in ranges):
+                return False
+        return True
 
     def kill(self, node: Node) -> None:
         """SIGKILL: a crashed master (its replica takes over after `NODE_TIMEOUT_MS`)."""
@@ -158,6 +171,7 @@ class LoopbackCluster:
         replica = self.replica_of(master)
         self.kill(master)
         wait_for(lambda: replica.role() == "master", 30, "the replica did not take over")
+        wait_for(lambda: self._serves_everywhere(replica), 20, "the nodes did not learn the new master")
         return replica
 
     def restart(self, node: Node) -> None:

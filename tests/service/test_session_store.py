@@ -287,6 +287,30 @@ def test_store_redis_unable_to_serve_is_unavailable_other_errors_are_bugs(redis_
     assert errors == ["load", "ping", "ping", "ping"]
 
 
+def test_store_redis_connection_closed_under_a_command_is_unavailable(redis_server: RedisServer) -> None:
+    """redis-py 8.1 raises the transport's AttributeError/TypeError when a connection is closed under a
+    command (redis/redis-py#4287; a cluster client does that when it re-reads the topology mid-failover):
+    a 503 to retry, like a ConnectionError."""
+
+    async def body() -> list[str]:
+        store = RedisSessionStore.from_url(redis_server.url, 60)
+        messages = []
+        try:
+            for leak in (
+                AttributeError("'NoneType' object has no attribute 'writelines'"),
+                TypeError("'NoneType' object is not callable"),
+            ):
+                store.client.ping = AsyncMock(side_effect=leak)  # type: ignore[method-assign]
+                with pytest.raises(StoreUnavailable) as refused:
+                    await store.ping()
+                messages.append(refused.value.message)
+        finally:
+            await store.close()
+        return messages
+
+    assert all("unreachable (ping: 'NoneType' object" in m for m in asyncio.run(body()))
+
+
 def test_store_memory_refuses_past_max_sessions() -> None:
     async def body() -> None:
         store = MemorySessionStore(60, max_sessions=2)
