@@ -27,7 +27,6 @@ from poselift.skeleton import H36M17_PARENTS, NUM_JOINTS
 from poselift.windows import sample_windows, window_times
 
 BONES = NUM_JOINTS - 1  # bone j-1 joins joint j to its parent
-MIN_BONE_FRACTION = 0.25  # below this fraction of its estimated length a bone is not rescaled
 _CHILD = np.arange(1, NUM_JOINTS)
 _PARENT = np.array(H36M17_PARENTS[1:])
 
@@ -129,8 +128,7 @@ def apply_bone_lengths(poses_mm: np.ndarray, lengths_mm: np.ndarray) -> np.ndarr
 
     Args:
         poses_mm: (n, 17, 3) root-relative poses.
-        lengths_mm: (n, 16) or (16,) lengths; a bone of length <= 0 (no estimate yet), or one the model made
-            shorter than `MIN_BONE_FRACTION` of it, keeps its own.
+        lengths_mm: (n, 16) or (16,) lengths; a bone of length <= 0 (no estimate yet) keeps its own.
     """
     out = np.zeros_like(poses_mm, dtype=np.float64)
     lengths = np.broadcast_to(lengths_mm, (len(poses_mm), BONES))
@@ -139,10 +137,7 @@ def apply_bone_lengths(poses_mm: np.ndarray, lengths_mm: np.ndarray) -> np.ndarr
         bone = poses_mm[:, j].astype(np.float64) - poses_mm[:, p]
         norm = np.linalg.norm(bone, axis=-1, keepdims=True)
         want = lengths[:, j - 1 : j]
-        # A bone the model made much shorter than the person's has no reliable direction (float rounding
-        # turns it around): it keeps its own length rather than be stretched along noise.
-        usable = (want > 0) & (norm > MIN_BONE_FRACTION * want)
-        scale = np.where(usable, want / np.maximum(norm, 1e-6), 1.0)
+        scale = np.where((want > 0) & (norm > 1e-6), want / np.maximum(norm, 1e-6), 1.0)
         out[:, j] = out[:, p] + bone * scale
     return out.astype(np.float32)
 

@@ -113,7 +113,8 @@ def test_the_running_bone_estimate_is_the_same_for_any_batching() -> None:
 
 def test_finish_makes_one_skeleton_and_reports_what_was_seen() -> None:
     rng = np.random.default_rng(3)
-    heads = rng.normal(0, 300, (50, 2, 18, 3)).astype(np.float32)
+    skeleton = rng.normal(0, 300, (1, 1, 18, 3))  # one person, posed a little differently in each frame
+    heads = (skeleton + rng.normal(0, 40, (50, 2, 18, 3))).astype(np.float32)
     heads[:, :, 0] = 0.0
     window_scores = np.ones((50, 9, 17), np.float32)
     window_scores[:, :3] = 0.0  # a third of each window unseen
