@@ -48,7 +48,7 @@ def export_main(argv: list[str]) -> int:
         "'onnx' backend, and print its largest difference from eager torch on random windows.",
     )
     parser.add_argument("--onnx", type=Path, required=True, metavar="OUT.onnx", help="file to write")
-    parser.add_argument("--checkpoint", default="seq2seq", help="shipped name or checkpoint path")
+    parser.add_argument("--checkpoint", default="tcn", help="shipped name or checkpoint path (default: tcn)")
     parser.add_argument("--windows", type=int, default=256, help="random windows to compare on")
     args = parser.parse_args(argv)
 
