@@ -24,4 +24,3 @@ def test_stubs_committed_are_current(tmp_path: Path) -> None:
     assert sorted(fresh) == sorted(committed), "run `make proto`: the set of generated files changed"
     stale = [str(name) for name in fresh if fresh[name] != committed[name]]
     assert not stale, f"run `make proto`: {stale} differ from what protos/ generates"
-
