@@ -377,7 +377,8 @@ def test_store_redis_more_concurrent_calls_than_connections_wait_not_fail(redis_
     an outage)."""
 
     async def body() -> list[bool]:
-        store = RedisSessionStore.from_url(redis_server.url, 60, timeout_s=0.5, max_connections=8)
+        # The largest store timeout the settings allow: the last of 256 calls queues behind 32 rounds of 8.
+        store = RedisSessionStore.from_url(redis_server.url, 60, timeout_s=1.0, max_connections=8)
         try:
             starts = [state(f"{k:032d}") for k in range(256)]
             await asyncio.gather(*[store.create(s) for s in starts])
