@@ -72,6 +72,13 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-every-s", type=float, default=300.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
+    p.add_argument(
+        "--loader-workers",
+        type=int,
+        default=1,
+        help="processes drawing training windows (0: in the training process); on a GPU machine, about "
+        "the CPU cores less two: there the numpy sampler, not the model, sets the pace",
+    )
     p.add_argument("--no-augment", action="store_true", help="clean projections only (for tests)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument(
@@ -127,6 +134,7 @@ def run_train(args: argparse.Namespace) -> int:
         val_every_s=args.val_every_s,
         seed=args.seed,
         threads=args.threads,
+        loader_workers=args.loader_workers,
         export=args.export,
         resume=args.resume,
         loss=LossWeights(beta=pick("beta")),

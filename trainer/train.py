@@ -89,6 +89,10 @@ def _device(rank: int) -> torch.device:
     if torch.cuda.is_available():
         local = int(os.environ.get("LOCAL_RANK", "0"))
         torch.cuda.set_device(local)
+        # TF32 GEMMs: the trunk's convolutions are matrix products; 10-bit mantissas are far below the noise
+        # of 2D keypoints (`poselift evaluate` and serving run in full fp32).
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
         return torch.device("cuda", local)
     return torch.device("cpu")
 
