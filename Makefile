@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # A GPU user runs: make setup TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126"
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup system-tools viewer-vendor video-setup serve test check lint docs proto train train-tcn train-seq2seq train-framewise eval bench soak container-tools image-test gpu-check clean
+.PHONY: setup system-tools viewer-vendor video-setup serve test check lint docs proto train train-tcn train-seq2seq train-framewise eval bench soak container-tools image-test gpu-check gpu-kit clean
 
 setup: $(STAMP) system-tools viewer-vendor video-setup
 
@@ -165,6 +165,11 @@ image-test: setup container-tools
 # bench/GPU.md (bench/gpu_check.py; exits 2 with "no CUDA device" elsewhere). GPU_ARGS="--quick": a few minutes.
 gpu-check: setup
 	$(BIN)/python -m bench.gpu_check $(GPU_ARGS)
+
+# The carry kit for a CUDA machine with PyTorch and no network (wheels, redis-server, packed Bandai data) into
+# the git-ignored .offline-kit/; how to use it: deploy/gpu-offline/README.md. Downloads from PyPI.
+gpu-kit: setup
+	bash deploy/gpu-offline/build.sh
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache
