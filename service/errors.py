@@ -1,14 +1,29 @@
 """The service's error vocabulary: domain exceptions that both transports map, each exactly once.
 
-Every exception carries a stable machine-readable `code`, the HTTP status the REST API answers with, and the
-gRPC status code name the streaming API uses. The REST mapping is `service.api.handlers`; the body is always
-`{"error": {"code": ..., "message": ...}}`. Anything that is not a `ServiceError` is a bug: 500 with a
+Every exception carries a stable machine-readable `code`, the HTTP status the REST API answers with, the
+gRPC status code name the streaming API uses, and where it has one, a `location`: the path of the offending
+part of the request, e.g. `("frames", 3, "keypoints", 5)` or `("width",)`. Locations name the fields of the
+REST JSON bodies whatever the transport (docs/rest.md, "Errors"); each transport formats them (REST:
+`service.api.handlers`, the body `{"error": {"code", "message", "location"?}}`; gRPC: `service.rpc.status`,
+trailing metadata and `FrameError.location`). Anything that is not a `ServiceError` is a bug: 500 with a
 generic message, and the traceback goes to the log.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+Location = tuple[str | int, ...]
+"""A path into the request: field names (str) and list indices (int), outermost first; () is no location."""
+
+
+def format_location(location: Sequence[str | int]) -> str:
+    """A location as people read it: `frames[3].keypoints[5]`, `principal_px[0]`, `width`."""
+    text = ""
+    for part in location:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
 
 
 class ServiceError(Exception):
@@ -18,13 +33,34 @@ class ServiceError(Exception):
     http_status: ClassVar[int] = 500
     grpc_code: ClassVar[str] = "INTERNAL"
 
-    def __init__(self, message: str):
-        super().__init__(message)
+    def __init__(self, message: str, location: Sequence[str | int] = ()):
+        """
+        Args:
+            message: what is wrong, for people, without the location (the transports prefix it).
+            location: the path of the offending part of the request, in the REST bodies' field names.
+        """
         self.message = message
+        self.location: Location = tuple(location)
+        super().__init__(self.described)
 
-    def to_body(self) -> dict[str, dict[str, str]]:
-        """The JSON error body shared by every transport that has one."""
-        return {"error": {"code": self.code, "message": self.message}}
+    @property
+    def described(self) -> str:
+        """The message prefixed with its location (`frames[1].seq: ...`), as both transports send it."""
+        return f"{format_location(self.location)}: {self.message}" if self.location else self.message
+
+    def relocated(self, location: Sequence[str | int]) -> ServiceError:
+        """The same error at another location (its class and message kept), for a transport that frames the
+        request differently from the core (a stream's frame is one message, a REST batch a list)."""
+        error = ServiceError.__new__(type(self))
+        ServiceError.__init__(error, self.message, location)
+        return error
+
+    def to_body(self) -> dict[str, dict[str, Any]]:
+        """The JSON error body shared by every transport that has one; `location` only when there is one."""
+        detail: dict[str, Any] = {"code": self.code, "message": self.described}
+        if self.location:
+            detail["location"] = list(self.location)
+        return {"error": detail}
 
 
 class InvalidInput(ServiceError):

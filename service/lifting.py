@@ -1,9 +1,11 @@
 """The transport-agnostic lifting core: what the REST routes (and the gRPC servicer) call.
 
 Inputs are plain Python/numpy values, outputs are dataclasses and numpy arrays, failures are `service.errors`
-exceptions with messages that say exactly what is wrong. Windowing and normalisation are the core's
-(`poselift.inputs.prepare_keypoints`, `poselift.windows.causal_windows`), so a clip lifted here, through a
-session in any batching, or offline with `Lifter.lift` gives the same poses.
+exceptions with messages that say exactly what is wrong and locations that say where (in the REST bodies'
+field names: `keypoints[t][j]` of a clip, `frames[i].keypoints[j]` of a session batch). Every limit is
+checked here (`service.limits`), so REST and gRPC refuse the same requests alike. Windowing and
+normalisation are the core's (`poselift.inputs.prepare_keypoints`, `poselift.windows.causal_windows`), so
+a clip lifted here, through a session in any batching, or offline with `Lifter.lift` gives the same poses.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import math
 import re
 import secrets
 from collections.abc import AsyncIterator, Sequence
@@ -23,7 +24,7 @@ import numpy as np
 
 from poselift import Lifter
 from poselift.geometry import camera_in_normalised_units
-from poselift.inputs import check_camera, prepare_keypoints
+from poselift.inputs import prepare_keypoints
 from poselift.sequence import (
     BoneState,
     SequenceOutput,
@@ -38,6 +39,7 @@ from service.config import Settings
 from service.engine import Engine, load_model
 from service.errors import (
     InvalidInput,
+    Location,
     PayloadTooLarge,
     SeqConflict,
     SessionBusy,
@@ -47,13 +49,20 @@ from service.errors import (
     Unauthenticated,
     Unavailable,
 )
+from service.limits import (
+    MAX_SESSION_HISTORY,
+    as_array,
+    check_camera,
+    check_mode,
+    check_seq,
+    check_values,
+)
 from service.metrics import Metrics
 from service.session_cache import SessionCache
 from service.sessions import Camera, SessionState, SessionStore, build_store
 
 SESSION_ID_BYTES = 24  # 192 random bits
 _SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
-MAX_SEQ = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -74,9 +83,6 @@ class FrameOutput:
     pose_mm: np.ndarray
     root_mm: np.ndarray | None
     visible: float
-
-
-MAX_SESSION_HISTORY = 512  # frames a session keeps for its windows at most (590 fps for the 27-frame tcn)
 
 
 @dataclass(frozen=True)
@@ -101,38 +107,12 @@ def new_session_id() -> str:
     return secrets.token_urlsafe(SESSION_ID_BYTES)
 
 
-def _as_array(values: Any, name: str, shape: tuple[int, ...]) -> np.ndarray:
-    """`values` as a float64 array of `shape` (-1: any length), or InvalidInput naming what is off."""
+def _is_empty(values: Any) -> bool:
+    """`values` is a list or array of no frames (an empty list has no shape to check)."""
     try:
-        array = np.asarray(values, dtype=np.float64)
-    except (ValueError, TypeError) as error:
-        raise InvalidInput(
-            f"{name} must be a numeric array of shape {_shape_text(shape)} ({error})"
-        ) from error
-    if array.ndim != len(shape) or any(
-        want not in (-1, got) for want, got in zip(shape, array.shape, strict=True)
-    ):
-        raise InvalidInput(f"{name} must have shape {_shape_text(shape)}, got {array.shape}")
-    return array
-
-
-def _shape_text(shape: tuple[int, ...]) -> str:
-    return "(" + ", ".join("frames" if n == -1 else str(n) for n in shape) + ")"
-
-
-def _check_camera(camera: Camera) -> None:
-    try:
-        check_camera(camera.width, camera.height, camera.fps, camera.layout)
-    except ValueError as error:
-        raise InvalidInput(str(error)) from error
-    if camera.focal_px is not None and not (math.isfinite(camera.focal_px) and 0 < camera.focal_px <= 1e6):
-        raise InvalidInput(
-            f"focal_px must be a positive number of pixels (at most 1e6), got {camera.focal_px}"
-        )
-    if camera.principal_px is not None and not all(
-        math.isfinite(v) and abs(v) <= 1e6 for v in camera.principal_px
-    ):
-        raise InvalidInput(f"principal_px must be two finite pixel coordinates, got {camera.principal_px}")
+        return len(values) == 0
+    except TypeError:  # not a list at all: its shape is what is wrong
+        return False
 
 
 def _camera_norm(camera: Camera) -> tuple[float, np.ndarray]:
@@ -185,33 +165,39 @@ class LiftingCore:
         except StoreUnavailable as error:
             raise Unavailable(f"not ready: {error.message}") from error
 
-    def _check_frame_count(self, count: int) -> None:
+    def _check_frame_count(self, count: int, location: Location) -> None:
+        """None, one, or more frames than a request may hold, in the list at `location`."""
         if count == 0:
-            raise InvalidInput("no frames given")
+            raise InvalidInput("no frames given", location)
         if count > self.settings.max_frames_per_request:
             raise PayloadTooLarge(
                 f"{count} frames in one request; the limit is {self.settings.max_frames_per_request} "
-                "(POSELIFT_MAX_FRAMES_PER_REQUEST): split the sequence into several requests or a session"
+                "(POSELIFT_MAX_FRAMES_PER_REQUEST): split the sequence into several requests or a session",
+                location,
             )
 
     @staticmethod
     def _prepare(
-        camera: Camera, keypoints_px: np.ndarray, scores: np.ndarray | None, frame_names: str
+        camera: Camera, keypoints_px: np.ndarray, scores: np.ndarray | None, batch: bool
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Validate and normalise (T, 17, 2) pixels; an error names the first bad frame, `frame_names[i]`."""
-
-        def prepare(kp: np.ndarray, sc: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-            return prepare_keypoints(kp, camera.width, camera.height, sc, camera.layout)
-
+        """Validate and normalise (T, 17, 2) pixels; an error is at the first bad value: `keypoints[t][j]`
+        (or `scores`), or `frames[t].keypoints[j]` for a session `batch`."""
         try:
-            return prepare(keypoints_px, scores)
-        except ValueError as error:
-            for i in range(len(keypoints_px)):  # only once the whole failed: the first frame failing alone
-                try:
-                    prepare(keypoints_px[i : i + 1], None if scores is None else scores[i : i + 1])
-                except ValueError as frame_error:
-                    raise InvalidInput(f"{frame_names}[{i}]: {frame_error}") from frame_error
-            raise InvalidInput(str(error)) from error
+            return prepare_keypoints(keypoints_px, camera.width, camera.height, scores, camera.layout)
+        except ValueError as error:  # only once the whole failed: find the first bad value
+            found = check_values(keypoints_px, scores)
+            if found is None:
+                raise InvalidInput(str(error)) from error
+            if batch:
+                field, t, j = found.location
+                raise found.relocated(("frames", t, field, j)) from error
+            raise found from error
+
+    def check_lift(self, camera: Camera, mode: str) -> None:
+        """The checks of a lift's camera and mode, which come before its keypoints' (`lift` makes them; a
+        transport that must decode the keypoints first calls this first, so its errors come in that order)."""
+        check_camera(camera)
+        check_mode(mode, self.engine.lifter.offline_capable, self.engine.lifter.kind)
 
     async def lift(
         self, camera: Camera, keypoints_px: Any, scores: Any = None, mode: str = "causal"
@@ -228,16 +214,14 @@ class LiftingCore:
             poses (T, 17, 3) float32 mm root-relative, the pelvis (T, 3) mm (None without a root head),
             the visible fraction of each pose's window (T,).
         """
-        _check_camera(camera)
+        self.check_lift(camera, mode)
         lifter = self.engine.lifter
-        if mode not in ("causal", "offline"):
-            raise InvalidInput(f"mode must be 'causal' or 'offline', got {mode!r}")
-        if mode == "offline" and not lifter.offline_capable:
-            raise InvalidInput(f"mode 'offline' is the tcn model's; this server runs {lifter.kind}")
-        kp = _as_array(keypoints_px, "keypoints", (-1, NUM_JOINTS, 2))
-        self._check_frame_count(len(kp))
-        sc = None if scores is None else _as_array(scores, "scores", (len(kp), NUM_JOINTS))
-        kp_norm, sc_norm = self._prepare(camera, kp, sc, "keypoints")
+        if _is_empty(keypoints_px):
+            raise InvalidInput("no frames given", ("keypoints",))
+        kp = as_array(keypoints_px, ("keypoints",), (-1, NUM_JOINTS, 2))
+        self._check_frame_count(len(kp), ("keypoints",))
+        sc = None if scores is None else as_array(scores, ("scores",), (len(kp), NUM_JOINTS))
+        kp_norm, sc_norm = self._prepare(camera, kp, sc, batch=False)
         step = frame_step(camera.fps, lifter.model_fps)
         if mode == "offline":
             win_kp, win_sc = offline_inputs(kp_norm, sc_norm, self.window, step)
@@ -264,13 +248,14 @@ class LiftingCore:
             raise InvalidInput(
                 f"fps {camera.fps:g} is too high for a session: this model's window spans "
                 f"{frames} frames at that rate, more than the {MAX_SESSION_HISTORY} a session keeps; "
-                "send every n-th frame with its fps divided by n, or lift the clip with /v1/lift"
+                "send every n-th frame with its fps divided by n, or lift the clip whole (/v1/lift, Lift)",
+                ("fps",),
             )
         return frames
 
     async def open_session(self, camera: Camera, owner: str) -> SessionInfo:
         """Start a session for one camera's view of one person."""
-        _check_camera(camera)
+        check_camera(camera)
         self._history(camera)
         state = SessionState(session_id=new_session_id(), camera=camera, owner=owner, window=self.window)
         await self.store.create(state)
@@ -309,12 +294,13 @@ class LiftingCore:
         Returns:
             a `FrameOutput` for every frame, in the order given.
         """
-        self._check_frame_count(len(frames))
+        self._check_frame_count(len(frames), ("frames",))
         if len(frames) > (limit := self.settings.poses_held):
             raise PayloadTooLarge(
                 f"{len(frames)} frames in one session batch; the limit is {limit}, the poses a session keeps "
                 "for resends (POSELIFT_POSES_HELD), so that a batch can always be resent whole: split it "
-                "into smaller batches"
+                "into smaller batches",
+                ("frames",),
             )
         seqs = self._check_seqs(frames)
         state = self.sessions_seen.get(session_id)
@@ -323,13 +309,13 @@ class LiftingCore:
         else:
             state = self._check_access(state, owner)
         kp_px, scores = self._stack(frames)
-        kp_all, sc_all = self._prepare(state.camera, kp_px, scores, "frames")  # (n, 17, 2), (n, 17)
+        kp_all, sc_all = self._prepare(state.camera, kp_px, scores, batch=True)  # (n, 17, 2), (n, 17)
         lifter = self.engine.lifter
         history = self._history(state.camera)
         step = frame_step(state.camera.fps, lifter.model_fps)
         for _attempt in range(self.settings.push_retries):
             resent = seqs <= state.last_seq
-            held = [self._held_output(state, int(seq)) for seq in seqs[resent]]
+            held = [self._held_output(state, int(seqs[i]), int(i)) for i in np.flatnonzero(resent)]
             if resent.all():
                 return held
             new = ~resent
@@ -369,22 +355,23 @@ class LiftingCore:
 
     @staticmethod
     def _check_seqs(frames: Sequence[FrameInput]) -> np.ndarray:
-        seqs = [frame.seq for frame in frames]
-        for index, seq in enumerate(seqs):
-            if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq <= MAX_SEQ:
-                raise InvalidInput(f"frames[{index}].seq must be an integer in [0, 2^63-1], got {seq!r}")
-            if index and seq <= seqs[index - 1]:
+        seqs: list[int] = []
+        for index, frame in enumerate(frames):
+            seq = check_seq(frame.seq, ("frames", index, "seq"))
+            if index and seq <= seqs[-1]:
                 raise InvalidInput(
-                    f"frames must be in strictly increasing seq: frames[{index}].seq={seq} follows "
-                    f"frames[{index - 1}].seq={seqs[index - 1]}"
+                    f"seq {seq} is not greater than seq {seqs[-1]} of the frame before it: a batch's frames "
+                    "must be in strictly increasing seq",
+                    ("frames", index, "seq"),
                 )
+            seqs.append(seq)
         return np.asarray(seqs, dtype=np.int64)
 
     @staticmethod
     def _stack(frames: Sequence[FrameInput]) -> tuple[np.ndarray, np.ndarray | None]:
         kp = np.stack(
             [
-                _as_array(f.keypoints_px, f"frames[{i}].keypoints", (NUM_JOINTS, 2))
+                as_array(f.keypoints_px, ("frames", i, "keypoints"), (NUM_JOINTS, 2))
                 for i, f in enumerate(frames)
             ]
         )
@@ -394,12 +381,13 @@ class LiftingCore:
         scores = [
             np.ones(NUM_JOINTS)
             if f.scores is None
-            else _as_array(f.scores, f"frames[{i}].scores", (NUM_JOINTS,))
+            else as_array(f.scores, ("frames", i, "scores"), (NUM_JOINTS,))
             for i, f in enumerate(frames)
         ]
         return kp, np.stack(scores)
 
-    def _held_output(self, state: SessionState, seq: int) -> FrameOutput:
+    def _held_output(self, state: SessionState, seq: int, frame: int) -> FrameOutput:
+        """The stored pose of a resent `seq` (frame `frame` of the batch), or SeqConflict."""
         index = state.held_index(seq)
         if index is None:
             oldest = int(state.pose_seqs[0]) if len(state.pose_seqs) else None
@@ -410,7 +398,8 @@ class LiftingCore:
             )
             raise SeqConflict(
                 f"seq {seq} {why}; the session's last seq is {state.last_seq}: send frames with seq > "
-                f"{state.last_seq}"
+                f"{state.last_seq}",
+                ("frames", frame, "seq"),
             )
         root = state.roots[index] if self.engine.lifter.has_root else None
         return FrameOutput(seq, state.poses[index], root, float(state.visible[index]))

@@ -6,7 +6,8 @@
     api.push_frames(session["session_id"], [{"seq": 0, "keypoints": keypoints_px[0]}])
 
 Keypoints and scores may be nested lists or anything with `.tolist()` (numpy arrays). Answers are the JSON
-bodies as dicts; an error answer raises `RestError` with its status, code and message (docs/rest.md).
+bodies as dicts; an error answer raises `RestError` with its status, code, message and location
+(docs/rest.md).
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ from typing import Any
 
 
 class RestError(Exception):
-    """An error answer of the server: HTTP `status`, the stable `code` (e.g. seq_conflict) and its message."""
+    """An error answer of the server: HTTP `status`, the stable `code` (e.g. seq_conflict), its message, and
+    its `location` in the request body (e.g. ["frames", 3, "keypoints", 5]; None when it has none)."""
 
-    def __init__(self, status: int, code: str, message: str):
+    def __init__(self, status: int, code: str, message: str, location: list[str | int] | None = None):
         super().__init__(f"HTTP {status} {code}: {message}")
-        self.status, self.code, self.message = status, code, message
+        self.status, self.code, self.message, self.location = status, code, message, location
 
 
 def _plain(value: Any) -> Any:
@@ -55,7 +57,8 @@ class RestClient:
             text = error.read().decode(errors="replace")
             try:
                 detail = json.loads(text)["error"]
-                raise RestError(error.code, str(detail["code"]), str(detail["message"])) from None
+                location = detail.get("location")
+                raise RestError(error.code, str(detail["code"]), str(detail["message"]), location) from None
             except (ValueError, KeyError, TypeError):
                 raise RestError(error.code, "http_error", text[:500]) from None
         return json.loads(payload) if payload else None

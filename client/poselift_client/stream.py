@@ -126,6 +126,7 @@ class Answer:
     error_code: str = ""  # e.g. INVALID_ARGUMENT (a bad frame), FAILED_PRECONDITION (an old seq)
     error_message: str = ""
     rtt_s: float = 0.0  # from the frame's first send to its answer
+    error_location: str = ""  # the bad part of the frame as JSON text, e.g. '["keypoints",5]'; "" for none
 
 
 @dataclass(frozen=True)
@@ -290,7 +291,7 @@ def _answer(reply: pb.StreamLiftResponse, seq: int, rtt_s: float) -> Answer:
     if kind == "pose" and reply.pose.seq == seq:
         return Answer(seq, list(reply.pose.joints), rtt_s=rtt_s)
     if kind == "error" and reply.error.seq == seq:
-        return Answer(seq, None, reply.error.code, reply.error.message, rtt_s)
+        return Answer(seq, None, reply.error.code, reply.error.message, rtt_s, reply.error.location)
     raise StreamBroken(grpc.StatusCode.INTERNAL, f"a reply that is not the answer to frame {seq}: {reply}")
 
 

@@ -22,7 +22,9 @@ DESCRIPTION = """\
 2D human keypoints in, temporally consistent 3D poses out: camera frame (x right, y down, z forward),
 millimetres, pelvis at the origin, Human3.6M's 17 joints. Send a whole clip to `/v1/lift`, or open a
 session and feed it frame batches as the video runs; both give the same poses.
-Errors are `{"error": {"code", "message"}}`. A page to watch the poses in 3D is served at `/viewer/`.
+Errors are `{"error": {"code", "message", "location"}}`, `location` the path of the offending part of the
+body (absent when there is none); gRPC sends the same. A page to watch the poses in 3D is served at
+`/viewer/`.
 """
 # The viewer page (docs/viewer.md): static files, loaded without a key; the page sends the user's key.
 VIEWER_DIR = Path(__file__).resolve().parent / "static" / "viewer"

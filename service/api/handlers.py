@@ -1,4 +1,10 @@
-"""The REST side of `service.errors`, mapped here once: every failure is `{"error": {"code", "message"}}`."""
+"""The REST side of `service.errors`, mapped here once: every failure is
+`{"error": {"code", "message", "location"?}}`, `location` the path of the offending part of the body.
+
+pydantic's validation errors (types: a string where a number belongs, an unknown layout, a missing field) are
+mapped onto the core's location vocabulary: the body's field names and list indices, without pydantic's
+leading "body".
+"""
 
 from __future__ import annotations
 
@@ -11,11 +17,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.errors import (
     InvalidInput,
+    Location,
     MalformedRequest,
     MethodNotAllowed,
     NotFound,
     ServiceError,
     Unauthenticated,
+    format_location,
 )
 
 
@@ -25,20 +33,32 @@ def error_response(error: ServiceError) -> JSONResponse:
     return JSONResponse(error.to_body(), status_code=error.http_status, headers=headers)
 
 
-def _validation_message(errors: list[Any]) -> str:
-    parts = []
-    for item in errors[:5]:
-        where = ".".join(str(part) for part in item.get("loc", ()))
-        parts.append(f"{where}: {item.get('msg', 'invalid')}")
+def _location(item: dict[str, Any]) -> Location:
+    """A pydantic error's `loc` as a location in the body: ("body", "frames", 0, "seq") -> frames[0].seq."""
+    loc = tuple(part for part in item.get("loc", ()) if isinstance(part, str | int))
+    return loc[1:] if loc[:1] == ("body",) else loc
+
+
+def _validation_error(errors: list[Any]) -> InvalidInput:
+    """pydantic's errors as one InvalidInput at the first one's location; the others' places are in the
+    message (`width: Input should be a valid integer; fps: Input should be a valid number`)."""
+    located = [(_location(item), str(item.get("msg", "invalid"))) for item in errors[:5]]
+    first, first_message = located[0] if located else ((), "invalid request")
+    parts = [first_message if first else f"body: {first_message}"]
+    parts += [f"{format_location(where) or 'body'}: {message}" for where, message in located[1:]]
     more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
-    return "; ".join(parts) + more
+    return InvalidInput("; ".join(parts) + more, first)
 
 
 def _from_validation(error: RequestValidationError) -> ServiceError:
     errors = list(error.errors())
     if any(item.get("type") == "json_invalid" for item in errors):
-        return MalformedRequest(f"the body is not valid JSON: {_validation_message(errors)}")
-    return InvalidInput(_validation_message(errors))
+        invalid = next(item for item in errors if item.get("type") == "json_invalid")
+        why = (invalid.get("ctx") or {}).get("error") or invalid.get("msg", "invalid")
+        at = [part for part in invalid.get("loc", ()) if isinstance(part, int)]
+        where = f" at character {at[0]}" if at else ""
+        return MalformedRequest(f"the body is not valid JSON: {why}{where}")
+    return _validation_error(errors)
 
 
 def install_error_handlers(app: FastAPI) -> None:

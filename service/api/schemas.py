@@ -1,31 +1,52 @@
 """Request and response bodies of the REST API, named by role; the OpenAPI docs are generated from them.
 
-Shapes are part of the schema ((T, 17, 2) keypoints, (T, 17) scores), so a wrong joint count is a 422 naming
-the place; value checks (finite numbers, scores in [0, 1], sizes) are the core's, with the core's messages.
+The models parse types only (a number where a number belongs, a layout by name). Every limit, shapes
+((T, 17, 2) keypoints, (T, 17) scores) and ranges alike, is the core's (`service.limits`), so REST refuses
+exactly what gRPC refuses, with the same message and location; the schema documents the same numbers
+(`minimum`, `maxItems`, ...) from there, so the OpenAPI description still says what is accepted.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from poselift.skeleton import H36M17_JOINTS, NUM_JOINTS
+from service.limits import (
+    MAX_FOCAL_PX,
+    MAX_FPS,
+    MAX_IMAGE_PX,
+    MAX_KEYPOINT_PX,
+    MAX_PRINCIPAL_PX,
+    MAX_SEQ,
+)
 from service.sessions import DEFAULT_FPS, Camera
 
+
+def _items(count: int, description: str) -> Any:
+    """A list's documented length, `count` items, checked by the core, not here."""
+    return Field(json_schema_extra={"minItems": count, "maxItems": count}, description=description)
+
+
+def _range(description: str, **limits: float) -> Any:
+    """A number's documented range (JSON Schema keywords), checked by the core, not here."""
+    return Field(json_schema_extra=dict(limits), description=description)
+
+
 Layout = Literal["h36m17", "coco17"]
-Point2 = Annotated[list[float], Field(min_length=2, max_length=2, description="(x, y) pixels")]
-Joints2 = Annotated[
-    list[Point2], Field(min_length=NUM_JOINTS, max_length=NUM_JOINTS, description="17 joints")
+Point2 = Annotated[
+    list[float],
+    _items(2, f"(x, y) pixels, within ±{MAX_KEYPOINT_PX:,} (anything where the joint's score is 0)"),
 ]
-Scores = Annotated[
-    list[float], Field(min_length=NUM_JOINTS, max_length=NUM_JOINTS, description="17 confidences in [0, 1]")
-]
+Joints2 = Annotated[list[Point2], _items(NUM_JOINTS, "17 joints")]
+Score = Annotated[float, _range("confidence; 0: a missing joint", minimum=0.0, maximum=1.0)]
+Scores = Annotated[list[Score], _items(NUM_JOINTS, "17 confidences in [0, 1]")]
 Point3 = Annotated[list[float], Field(min_length=3, max_length=3, description="(x, y, z) mm")]
 Pose3 = Annotated[list[Point3], Field(min_length=NUM_JOINTS, max_length=NUM_JOINTS)]
-Pixels = Annotated[int, Field(gt=0, le=100_000, description="image size in pixels")]
-Fps = Annotated[float, Field(gt=0.0, le=1000.0, allow_inf_nan=False, description="the video's frame rate")]
-Seq = Annotated[int, Field(ge=0, le=2**63 - 1, description="frame number, increasing; gaps allowed")]
+Pixels = Annotated[int, _range("image size in pixels", minimum=1, maximum=MAX_IMAGE_PX)]
+Fps = Annotated[float, _range("the video's frame rate", exclusiveMinimum=0.0, maximum=MAX_FPS)]
+Seq = Annotated[int, _range("frame number, increasing; gaps allowed", minimum=0, maximum=MAX_SEQ)]
 
 # A person seen by a 1920x1080 camera 4 m away (h36m17 order), two frames of the validation set.
 _EXAMPLE_FRAMES: list[list[list[float]]] = [
@@ -54,17 +75,22 @@ class CameraBody(BaseModel):
     fps: Fps = DEFAULT_FPS
     focal_px: float | None = Field(
         None,
-        allow_inf_nan=False,
+        json_schema_extra={"exclusiveMinimum": 0.0, "maximum": MAX_FOCAL_PX},
         description="the camera's focal length in pixels; default: a 65° field of view across the longer "
         "image side. It only scales the pelvis depth of `trajectory`/`root`",
     )
-    principal_px: Point2 | None = Field(
-        None, description="the principal point (cx, cy) px; default: the centre"
-    )
+    principal_px: (
+        Annotated[
+            list[Annotated[float, _range("pixels", minimum=-MAX_PRINCIPAL_PX, maximum=MAX_PRINCIPAL_PX)]],
+            _items(2, "(cx, cy) pixels"),
+        ]
+        | None
+    ) = Field(None, description="the principal point (cx, cy) px; default: the centre")
 
     def camera(self) -> Camera:
-        """The core's view of this body's camera fields."""
-        principal = None if self.principal_px is None else (self.principal_px[0], self.principal_px[1])
+        """The core's view of this body's camera fields (which the core checks, the principal point's
+        length included)."""
+        principal = None if self.principal_px is None else cast(tuple[float, float], tuple(self.principal_px))
         return Camera(self.layout, self.width, self.height, self.fps, self.focal_px, principal)
 
 
@@ -73,7 +99,9 @@ class LiftRequest(CameraBody):
 
     model_config = _examples({**_CAMERA_EXAMPLE, "keypoints": _EXAMPLE_FRAMES})
 
-    keypoints: list[Joints2] = Field(min_length=1, description="(T, 17, 2) pixels, origin top-left, y down")
+    keypoints: list[Joints2] = Field(
+        json_schema_extra={"minItems": 1}, description="(T, 17, 2) pixels, origin top-left, y down"
+    )
     scores: list[Scores] | None = Field(None, description="(T, 17) confidences; 0 = missing joint")
     mode: Literal["causal", "offline"] = Field(
         "causal",
@@ -125,7 +153,7 @@ class FramesRequest(BaseModel):
         {"frames": [{"seq": i, "keypoints": frame} for i, frame in enumerate(_EXAMPLE_FRAMES)]}
     )
 
-    frames: list[FrameIn] = Field(min_length=1)
+    frames: list[FrameIn] = Field(json_schema_extra={"minItems": 1})
 
 
 class PoseOut(BaseModel):
@@ -183,7 +211,12 @@ class Status(BaseModel):
 
 class ErrorDetail(BaseModel):
     code: str = Field(description="stable machine-readable code, e.g. invalid_input, seq_conflict")
-    message: str = Field(description="what is wrong, for people")
+    message: str = Field(description="what is wrong, for people, prefixed with its location if it has one")
+    location: list[str | int] | None = Field(
+        None,
+        description="the path of the offending part of the request body, field names and list indices, "
+        'e.g. ["frames", 3, "keypoints", 5]; the same in gRPC\'s poselift-error-location. Absent: none',
+    )
 
 
 class ErrorBody(BaseModel):

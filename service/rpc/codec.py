@@ -3,6 +3,11 @@
 Flat `repeated float` fields are reshaped to the core's arrays ((T, 17, 2) keypoints, (T, 17) scores) after
 their lengths are checked; an unset layout or fps means what REST means when they are left out (h36m17,
 `DEFAULT_FPS`), as proto3 cannot tell 0 from unset.
+
+Errors are located in the REST bodies' field names (`service.errors`), which the messages share where they
+coincide: a camera field is `width` (REST's bodies are flat), `cx` and `cy` are `principal_px[0]` and `[1]`,
+`num_frames` is the frame count of `keypoints`. A stream's frame is located within itself (`keypoints[5]`,
+`seq`): what REST locates at `frames[i]` of a batch.
 """
 
 from __future__ import annotations
@@ -18,10 +23,10 @@ from poselift.sequence import SequenceOutput
 from poselift.skeleton import NUM_JOINTS
 from service.errors import InvalidInput, MalformedRequest, ServiceError
 from service.lifting import FrameOutput, SessionInfo
+from service.rpc.status import location_text
 from service.sessions import DEFAULT_FPS, Camera
 
 LAYOUTS = {pb.LAYOUT_UNSPECIFIED: "h36m17", pb.LAYOUT_H36M17: "h36m17", pb.LAYOUT_COCO17: "coco17"}
-_REST_PREFIX = "frames[0]"  # the core names the frame of a batch; a stream's frame is named by its seq
 M = TypeVar("M", bound=Message)
 
 
@@ -58,7 +63,7 @@ def camera(message: pb.Camera) -> Camera:
     layout = LAYOUTS.get(message.layout)
     if layout is None:
         raise InvalidInput(
-            f"unknown layout {message.layout}; expected LAYOUT_H36M17 (1) or LAYOUT_COCO17 (2)"
+            f"unknown layout {message.layout}; expected LAYOUT_H36M17 (1) or LAYOUT_COCO17 (2)", ("layout",)
         )
     principal = (float(message.cx), float(message.cy)) if message.cx or message.cy else None
     return Camera(
@@ -77,7 +82,9 @@ def mode(request: pb.LiftRequest) -> str:
         return "offline"
     if request.mode == pb.MODE_CAUSAL:
         return "causal"
-    raise InvalidInput(f"unknown mode {request.mode}; expected MODE_CAUSAL (0) or MODE_OFFLINE (1)")
+    raise InvalidInput(
+        f"unknown mode {request.mode}; expected MODE_CAUSAL (0) or MODE_OFFLINE (1)", ("mode",)
+    )
 
 
 def _reshape(values: Iterable[float], frames: int, per_frame: tuple[int, ...], name: str) -> np.ndarray:
@@ -85,7 +92,9 @@ def _reshape(values: Iterable[float], frames: int, per_frame: tuple[int, ...], n
     want = frames * int(np.prod(per_frame))
     if array.size != want:
         shape = " x ".join(str(n) for n in per_frame)
-        raise InvalidInput(f"{name} holds {array.size} floats; {frames} frame(s) x {shape} = {want} expected")
+        raise InvalidInput(
+            f"{name} holds {array.size} floats; {frames} frame(s) x {shape} = {want} expected", (name,)
+        )
     return array.reshape(frames, *per_frame)
 
 
@@ -130,9 +139,15 @@ def pose(output: FrameOutput) -> pb.StreamLiftResponse:
 
 
 def frame_error(seq: int, error: ServiceError) -> pb.StreamLiftResponse:
-    """The in-band answer to a frame the session did not take."""
-    message = error.message.removeprefix(_REST_PREFIX).lstrip(".: ")
-    return pb.StreamLiftResponse(error=pb.FrameError(seq=seq, code=error.grpc_code, message=message))
+    """The in-band answer to a frame the session did not take, located within the frame: the core's
+    `frames[0].keypoints[5]` of its batch of one is the frame's `keypoints[5]`."""
+    if error.location[:2] == ("frames", 0):
+        error = error.relocated(error.location[2:])
+    return pb.StreamLiftResponse(
+        error=pb.FrameError(
+            seq=seq, code=error.grpc_code, message=error.described, location=location_text(error)
+        )
+    )
 
 
 def bearer_token(metadata: Iterable[tuple[str, str | bytes]] | None) -> str | None:

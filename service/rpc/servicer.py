@@ -68,10 +68,10 @@ class PoseLifterServicer(pb_grpc.PoseLifterServicer):
                     await context.send_initial_metadata(self.metadata)
                 self.core.authenticate(codec.bearer_token(context.invocation_metadata()))
                 request = codec.decoded(request)
+                camera, mode = codec.camera(request.camera), codec.mode(request)
+                self.core.check_lift(camera, mode)  # REST's order: the camera and mode, then the keypoints
                 keypoints, scores = codec.sequence(request)
-                out = await self.core.lift(
-                    codec.camera(request.camera), keypoints, scores, codec.mode(request)
-                )
+                out = await self.core.lift(camera, keypoints, scores, mode)
                 return codec.lift_response(out)
             except Exception as error:
                 call.status = status_code(error).name

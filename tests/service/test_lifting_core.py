@@ -110,11 +110,12 @@ def test_core_validation_messages_say_what_is_wrong(lifter: Lifter, clip: Clip) 
             await core.lift(cam, kp[:, :16])
         bad = kp.copy()
         bad[2, 5, 0] = np.nan
-        with pytest.raises(InvalidInput, match=r"keypoints\[2\]: keypoints must be finite"):
+        with pytest.raises(InvalidInput, match=r"keypoints\[2\]\[5\]: keypoints must be finite") as caught:
             await core.lift(cam, bad)
+        assert caught.value.location == ("keypoints", 2, 5)
         with pytest.raises(InvalidInput, match="unknown layout 'openpose'"):
             await core.lift(Camera("openpose", 640, 480, 30), kp)
-        with pytest.raises(InvalidInput, match="width must be a positive"):
+        with pytest.raises(InvalidInput, match="width must be a whole number of pixels from 1 to 100000"):
             await core.lift(Camera("h36m17", -640, 480, 30), kp)
         with pytest.raises(InvalidInput, match="fps must be in"):
             await core.lift(Camera("h36m17", 640, 480, 0), kp)
@@ -124,9 +125,12 @@ def test_core_validation_messages_say_what_is_wrong(lifter: Lifter, clip: Clip) 
             await core.lift(cam, clip.keypoints_px[:4])
         info = await core.open_session(cam, "")
         frames = [FrameInput(s, kp[0]) for s in (4, 4)]
-        with pytest.raises(InvalidInput, match=r"strictly increasing seq: frames\[1\].seq=4 follows"):
+        with pytest.raises(
+            InvalidInput, match=r"frames\[1\]\.seq: seq 4 is not greater than seq 4"
+        ) as caught:
             await core.push_frames(info.session_id, frames, "")
-        with pytest.raises(InvalidInput, match=r"frames\[1\]: keypoints must be finite"):
+        assert caught.value.location == ("frames", 1, "seq")
+        with pytest.raises(InvalidInput, match=r"frames\[1\]\.keypoints\[5\]: keypoints must be finite"):
             await core.push_frames(info.session_id, [FrameInput(0, kp[0]), FrameInput(1, bad[2])], "")
         assert (await core.get_session(info.session_id, "")).last_seq == -1  # a refused batch changes nothing
 

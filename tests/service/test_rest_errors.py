@@ -15,12 +15,16 @@ from tests.service.testkit import Clip, LiveServer, make_settings, open_session
 KEY_A, KEY_B = "key-alice-0123456789", "key-bob-0123456789"
 
 
-def expect_error(response: httpx.Response, status: int, code: str, *words: str) -> None:
+def expect_error(
+    response: httpx.Response, status: int, code: str, *words: str, location: list[Any] | None = None
+) -> None:
     assert response.status_code == status, response.text
     error = response.json()["error"]
     assert error["code"] == code, error
     for word in words:
         assert word in error["message"], error
+    if location is not None:
+        assert error.get("location") == location, error
 
 
 def lift_body(clip: Clip, frames: int = 3, **changes: Any) -> dict[str, Any]:
@@ -35,26 +39,24 @@ def client(live: LiveServer) -> Iterator[httpx.Client]:
 
 def test_errors_bad_lift_bodies_are_4xx_with_messages(client: httpx.Client, clip: Clip) -> None:
     kp = clip.keypoints_px[:3].tolist()
-    cases: list[tuple[dict[str, Any], int, str, tuple[str, ...]]] = [
-        (
-            lift_body(clip, keypoints=[frame[:16] for frame in kp]),
-            422,
-            "invalid_input",
-            ("keypoints.0", "17"),
-        ),
-        (lift_body(clip, keypoints=[[[1.0, 2.0, 3.0]] * 17]), 422, "invalid_input", ("keypoints.0.0",)),
-        (lift_body(clip, width=-640), 422, "invalid_input", ("width", "greater than 0")),
-        (lift_body(clip, height=0), 422, "invalid_input", ("height",)),
-        (lift_body(clip, layout="openpose"), 422, "invalid_input", ("layout", "h36m17")),
-        (lift_body(clip, fps=0), 422, "invalid_input", ("fps",)),
-        (lift_body(clip, keypoints=[]), 422, "invalid_input", ("keypoints",)),
-        (lift_body(clip, width="wide"), 422, "invalid_input", ("width",)),
-        (lift_body(clip, scores=[[1.5] * 17] * 3), 422, "invalid_input", ("scores", "[0, 1]")),
-        (lift_body(clip, scores=[[1.0] * 17] * 2), 422, "invalid_input", ("scores", "shape")),
-        ({"width": 640, "height": 480}, 422, "invalid_input", ("keypoints", "Field required")),
+    ragged = [kp[0], kp[1][:16], kp[2]]
+    cases: list[tuple[dict[str, Any], tuple[str, ...], list[Any]]] = [  # all 422 invalid_input
+        (lift_body(clip, keypoints=[frame[:16] for frame in kp]), ("(frames, 17, 2)",), ["keypoints"]),
+        (lift_body(clip, keypoints=ragged), ("(frames, 17, 2)",), ["keypoints", 1]),
+        (lift_body(clip, keypoints=[[[1.0, 2.0, 3.0]] * 17]), ("shape",), ["keypoints"]),
+        (lift_body(clip, width=-640), ("1 to 100000", "-640"), ["width"]),
+        (lift_body(clip, height=0), ("height",), ["height"]),
+        (lift_body(clip, layout="openpose"), ("layout", "h36m17"), ["layout"]),
+        (lift_body(clip, fps=0), ("fps",), ["fps"]),
+        (lift_body(clip, keypoints=[]), ("keypoints", "no frames"), ["keypoints"]),
+        (lift_body(clip, width="wide"), ("width",), ["width"]),
+        (lift_body(clip, scores=[[1.5] * 17] * 3), ("scores[0][0]", "[0, 1]"), ["scores", 0, 0]),
+        (lift_body(clip, scores=[[1.0] * 17] * 2), ("scores", "shape"), ["scores"]),
+        (lift_body(clip, principal_px=[960.0]), ("principal_px", "two numbers"), ["principal_px"]),
+        ({"width": 640, "height": 480}, ("keypoints", "Field required"), ["keypoints"]),
     ]
-    for body, status, code, words in cases:
-        expect_error(client.post("/v1/lift", json=body), status, code, *words)
+    for body, words, location in cases:
+        expect_error(client.post("/v1/lift", json=body), 422, "invalid_input", *words, location=location)
 
 
 @pytest.mark.parametrize("bad", ["NaN", "Infinity", "-Infinity"])
@@ -63,7 +65,7 @@ def test_errors_non_finite_keypoints_are_422(client: httpx.Client, clip: Clip, b
     first_number = text.split("[[[", 1)[1].split(",", 1)[0]
     body = text.replace(first_number, bad, 1)
     response = client.post("/v1/lift", content=body, headers={"content-type": "application/json"})
-    expect_error(response, 422, "invalid_input", "keypoints[0]", "finite")
+    expect_error(response, 422, "invalid_input", "keypoints[0][0]", "finite", location=["keypoints", 0, 0])
 
 
 def test_errors_malformed_json_is_400(client: httpx.Client) -> None:
@@ -71,6 +73,7 @@ def test_errors_malformed_json_is_400(client: httpx.Client) -> None:
         "/v1/lift", content=b'{"width": 640,', headers={"content-type": "application/json"}
     )
     expect_error(response, 400, "malformed_request", "JSON")
+    assert "location" not in response.json()["error"]
     # Not even text (FastAPI's own "error parsing the body"): the same code, not a generic one.
     response = client.post(
         "/v1/lift", content=b'{"width": "\xff\xfe"}', headers={"content-type": "application/json"}
@@ -84,21 +87,23 @@ def test_errors_session_bad_frames_and_seq_order(client: httpx.Client, clip: Cli
     frame = clip.keypoints_px[0].tolist()
     expect_error(
         client.post(url, json={"frames": [{"seq": 3, "keypoints": frame}, {"seq": 3, "keypoints": frame}]}),
-        422, "invalid_input", "strictly increasing", "frames[1].seq=3",
+        422, "invalid_input", "strictly increasing", "frames[1].seq:", location=["frames", 1, "seq"],
     )  # fmt: skip
     expect_error(
         client.post(url, json={"frames": [{"seq": -1, "keypoints": frame}]}), 422, "invalid_input", "seq"
     )
     expect_error(
-        client.post(url, json={"frames": [{"seq": 0, "keypoints": frame[:5]}]}), 422, "invalid_input"
-    )
-    expect_error(client.post(url, json={"frames": []}), 422, "invalid_input", "frames")
+        client.post(url, json={"frames": [{"seq": 0, "keypoints": frame[:5]}]}),
+        422, "invalid_input", location=["frames", 0, "keypoints"],
+    )  # fmt: skip
+    expect_error(client.post(url, json={"frames": []}), 422, "invalid_input", "frames", location=["frames"])
     assert client.post(url, json={"frames": [{"seq": 10, "keypoints": frame}]}).status_code == 200
     expect_error(
         client.post(url, json={"frames": [{"seq": 7, "keypoints": frame}]}),
         409,
         "seq_conflict",
         "last seq is 10",
+        location=["frames", 0, "seq"],
     )
     expect_error(
         client.post("/v1/sessions", json={**clip.camera(), "layout": "x"}), 422, "invalid_input", "layout"

@@ -42,6 +42,7 @@ FUZZ_TOLERANCE_MM = 5.0  # Lift vs offline lifting on fuzzed (non-human) keypoin
 MIN_COMPARED_IMAGE_PX = 64  # smaller images: Lift's output is checked for shape and finiteness only
 MAX_SEQ = 2**63 - 1  # the contract's seq range, although the field is uint64
 MAX_PIXELS = 1e6  # keypoints beyond ±1e6 px are refused
+MAX_IMAGE_PX = 100_000  # image width and height, as REST's
 DEFAULT_FPS, MAX_FPS = 30.0, 1000.0
 LAYOUTS = (pb.LAYOUT_UNSPECIFIED, pb.LAYOUT_H36M17, pb.LAYOUT_COCO17)
 LIFT, STREAM = "/poselift.v1.PoseLifter/Lift", "/poselift.v1.PoseLifter/StreamLift"
@@ -194,8 +195,8 @@ def camera_codes(camera: pb.Camera) -> set[Code]:
     fps = camera.fps or DEFAULT_FPS
     usable = (
         camera.layout in LAYOUTS
-        and camera.width > 0
-        and camera.height > 0
+        and 0 < camera.width <= MAX_IMAGE_PX
+        and 0 < camera.height <= MAX_IMAGE_PX
         and math.isfinite(fps)
         and 0 < fps <= MAX_FPS
     )

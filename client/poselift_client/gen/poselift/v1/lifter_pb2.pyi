@@ -110,14 +110,16 @@ class Pose(_message.Message):
     def __init__(self, seq: _Optional[int] = ..., joints: _Optional[_Iterable[float]] = ..., root: _Optional[_Iterable[float]] = ..., visible: _Optional[float] = ...) -> None: ...
 
 class FrameError(_message.Message):
-    __slots__ = ("seq", "code", "message")
+    __slots__ = ("seq", "code", "message", "location")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     CODE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_FIELD_NUMBER: _ClassVar[int]
     seq: int
     code: str
     message: str
-    def __init__(self, seq: _Optional[int] = ..., code: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+    location: str
+    def __init__(self, seq: _Optional[int] = ..., code: _Optional[str] = ..., message: _Optional[str] = ..., location: _Optional[str] = ...) -> None: ...
 
 class StreamLiftResponse(_message.Message):
     __slots__ = ("session", "pose", "error")

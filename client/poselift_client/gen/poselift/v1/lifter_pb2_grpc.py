@@ -53,7 +53,8 @@ class PoseLifterServicer:
 
     def Lift(self, request, context):
         """A whole sequence at once, causally (pose t uses frames <= t only) unless mode is OFFLINE. Errors are
-        status codes.
+        status codes; their trailing metadata carry `poselift-error-code` (REST's error code, e.g. invalid_input)
+        and, when the error has one, `poselift-error-location` (a JSON array, e.g. ["keypoints",3,5]).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -62,6 +63,7 @@ class PoseLifterServicer:
     def StreamLift(self, request_iterator, context):
         """A live session: first `open` or `resume_session_id` (answered by `session`), then one reply per `frame`,
         in order: its `pose`, or an in-band `error` that leaves the session untouched and the stream open.
+        A status that ends the stream carries the same trailing metadata as Lift's.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
