@@ -115,8 +115,9 @@ class Lifter:
         Args:
             keypoints_norm: (T, 17, 2) normalised keypoints; scores: (T, 17).
             fps: the camera's frame rate; camera_norm: (focal, principal) in normalised units.
-            mode: "causal" (pose t from frames <= t) or "offline" (the mean of a forward pass and a pass
-                over the reversed clip: every pose sees the whole clip).
+            mode: "causal" (pose t from frames <= t) or "offline" (the mean of a forward pass, a pass over
+                the reversed clip and the centre-frame head over centred windows: every pose sees the
+                whole clip; `poselift.sequence.offline_inputs`).
         """
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")

@@ -63,21 +63,24 @@ def test_window_times_span_the_same_duration_at_any_rate() -> None:
         assert times[0, -1] == 1000.0 and times[0, 0] == pytest.approx(1000.0 - 80 * step)
 
 
-def test_offline_windows_are_the_causal_ones_then_those_of_the_reversed_clip() -> None:
+def test_offline_windows_are_the_causal_ones_those_of_the_reversed_clip_and_centred_ones() -> None:
     kp, sc = _frames(20)
     win_kp, win_sc = offline_inputs(kp, sc, window=9, step=1.0)
-    assert win_kp.shape == (40, 9, 17, 2) and win_sc.shape == (40, 9, 17)
+    assert win_kp.shape == (60, 9, 17, 2) and win_sc.shape == (60, 9, 17)
     assert np.array_equal(win_kp[:20], causal_windows(kp, 9))
-    assert np.array_equal(win_kp[20:], causal_windows(kp[::-1], 9))
+    assert np.array_equal(win_kp[20:40], causal_windows(kp[::-1], 9))
+    centred = np.clip(np.arange(20)[:, None] + np.arange(-4, 5)[None, :], 0, 19)  # edge-padded both ends
+    assert np.array_equal(win_kp[40:], kp[centred]) and np.array_equal(win_sc[40:], sc[centred])
 
 
-def test_offline_output_is_the_mean_of_both_passes_in_clip_order() -> None:
+def test_offline_output_is_the_mean_of_the_three_estimates_in_clip_order() -> None:
     rng = np.random.default_rng(4)
-    heads = rng.normal(0, 300, (10, 2, 18, 3)).astype(np.float32)
+    heads = rng.normal(0, 300, (15, 2, 18, 3)).astype(np.float32)
     heads[:, :, 0] = 0.0
-    window_scores = np.ones((10, 9, 17), np.float32)
+    window_scores = np.ones((15, 9, 17), np.float32)
     out, _ = finish(heads, window_scores, np.ones((5, 17)), (1.5, np.zeros(2)), None, True, offline=True)
-    np.testing.assert_allclose(out.poses_mm, (heads[:5, 0, :17] + heads[5:, 0, :17][::-1]) / 2, rtol=1e-6)
+    want = (heads[:5, 0, :17] + heads[5:10, 0, :17][::-1] + heads[10:, 1, :17]) / 3
+    np.testing.assert_allclose(out.poses_mm, want, rtol=1e-5, atol=1e-3)
     assert out.poses_mm.shape == (5, 17, 3) and out.visible.shape == (5,)
 
 
