@@ -15,7 +15,7 @@ kit=.offline-kit
 ver() { .venv/bin/python -c "import importlib.metadata as m, sys; print(m.version(sys.argv[1]))" "$1"; }
 # server (pyproject [serve] minus what the machine has), client stubs, and two test modules' imports
 names="fastapi starlette pydantic pydantic-core pydantic-settings python-dotenv annotated-types
-typing-inspection annotated-doc opentelemetry-api typing-extensions uvicorn redis hiredis grpcio
+typing-inspection annotated-doc opentelemetry-api typing-extensions uvicorn redis hiredis orjson grpcio
 grpcio-health-checking grpcio-reflection protobuf jsonschema referencing jsonschema-specifications rpds-py pybvh"
 mkdir -p $kit
 rm -rf $kit/wheels && mkdir $kit/wheels
