@@ -192,6 +192,7 @@ def replica_env(redis_url: str, http_port: int, grpc_port: int) -> dict[str, str
         POSELIFT_CHECKPOINT=CHECKPOINT,
         POSELIFT_DEVICE="cpu",
         POSELIFT_TORCH_THREADS="1",
+        POSELIFT_WORKERS="1",  # compose's "auto" is one per CPU; a test replica is one process, as before
     )
     return env
 
