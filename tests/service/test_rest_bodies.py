@@ -10,6 +10,7 @@ The core's whole-clip numpy work gives the same poses in a worker thread as on t
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import math
 from typing import Any
@@ -26,9 +27,10 @@ from starlette.responses import Response
 import service.lifting
 from poselift import Lifter
 from poselift.skeleton import H36M17_JOINTS
-from service.api import create_app
-from service.api.fastjson import ModelBodyRoute, NumpyJSONResponse
+from service.api import create_app, fastjson
+from service.api.fastjson import FAST_BODY_BYTES, SLICE_FRAMES, NumpyJSONResponse, render_sliced
 from service.api.handlers import install_error_handlers
+from service.api.routes.lift import LiftRoute
 from service.api.schemas import LiftRequest, LiftResponse
 from service.errors import InvalidInput
 from service.lifting import serving_core
@@ -47,13 +49,20 @@ JSON = {"content-type": "application/json"}
 
 
 def _parsed(body: LiftRequest) -> Response:
-    """What a route made of its body: every field, as JSON (NaN as null)."""
-    return Response(body.model_dump_json(), media_type="application/json")
+    """What a route made of its body: every field (a big body's arrays, float64, as lists), and which were
+    given, as JSON (NaN as null)."""
+    fields = {name: getattr(body, name) for name in LiftRequest.model_fields}
+    for name, value in fields.items():
+        if isinstance(value, np.ndarray):
+            assert value.dtype == np.float64, name
+            fields[name] = value.tolist()
+    parsed = {"fields": fields, "given": sorted(body.model_fields_set)}
+    return Response(TypeAdapter(Any).dump_json(parsed), media_type="application/json")
 
 
 def _app() -> FastAPI:
     app = FastAPI()
-    plain, fast = APIRouter(prefix="/plain"), APIRouter(prefix="/fast", route_class=ModelBodyRoute)
+    plain, fast = APIRouter(prefix="/plain"), APIRouter(prefix="/fast", route_class=LiftRoute)
     for router in (plain, fast):
 
         @router.post("/lift")
@@ -82,6 +91,7 @@ def _both(app: FastAPI, content: bytes, headers: dict[str, str] | None) -> None:
 
     plain, fast = asyncio.run(main())
     assert (fast.status_code, fast.content) == (plain.status_code, plain.content), content[:200]
+    assert gc.isenabled()  # the fast parse of a big body gives the collector back
 
 
 def _dumps(value: Any) -> bytes:
@@ -147,6 +157,146 @@ def test_fast_body_parse_answers_as_fastapi_does_for_generated_bodies(
     if add_frame:
         body["keypoints"] = [frame, *GOOD["keypoints"]]
     _both(app, _dumps(body), JSON)
+
+
+# Big bodies (over FAST_BODY_BYTES, several SLICE_FRAMES slices): their keypoints and scores are read in
+# slices when they are plainly good, and anything else is left to the exact path; both must answer as FastAPI
+# does.
+_BIG_FRAMES = 2 * SLICE_FRAMES + 37
+_rng = np.random.default_rng(7)
+BIG: dict[str, Any] = {
+    **GOOD,
+    "keypoints": (_rng.uniform(-100, 2000, size=(_BIG_FRAMES, 17, 2))).tolist(),
+    "scores": _rng.uniform(size=(_BIG_FRAMES, 17)).tolist(),
+}
+BIG["keypoints"][3] = [[1, 2]] * 17  # ints
+BIG["keypoints"][4] = [[-0.0, 5e-324], [1e300, -1e-300], *[[123456789.123456789, 0.1]] * 15]
+_LAST = _BIG_FRAMES - 1
+
+
+def _big(**changes: Any) -> dict[str, Any]:
+    return {**BIG, **changes}
+
+
+def _frame(at: int, frame: Any, name: str = "keypoints") -> list[Any]:
+    rows = list(BIG[name])
+    rows[at] = frame
+    return rows
+
+
+def _point(at: int, point: Any) -> list[Any]:
+    return _frame(at, [point, *BIG["keypoints"][at][1:]])
+
+
+_OVERFLOWING = _dumps(_big(keypoints=_point(1, [7.0, 2.0]))).replace(b"[7.0, 2.0]", b"[1e400, 2]")
+assert b"1e400" in _OVERFLOWING
+
+BIG_BODIES: list[tuple[str, bytes, dict[str, str] | None]] = [
+    ("big", _dumps(BIG), JSON),
+    ("big, no scores", _dumps({k: v for k, v in BIG.items() if k != "scores"}), JSON),
+    ("big, scores null", _dumps(_big(scores=None)), JSON),
+    ("big, keypoints null", _dumps(_big(keypoints=None)), JSON),
+    ("big, no keypoints", _dumps({k: v for k, v in BIG.items() if k != "keypoints"}), JSON),
+    ("big, ints only", _dumps(_big(keypoints=[[[1, 2]] * 17] * _BIG_FRAMES, scores=None)), JSON),
+    ("big, every option", _dumps(_big(focal_px=1500.5, principal_px=[960, 540.5], mode="offline")), JSON),
+    ("big, compact", json.dumps(BIG, separators=(",", ":")).encode(), JSON),
+    ("big, bool keypoint", _dumps(_big(keypoints=_point(_LAST, [True, 2.0]))), JSON),
+    ("big, bool elsewhere", _dumps(_big(extra=[True, False])), JSON),
+    ("big, string keypoint", _dumps(_big(keypoints=_point(300, ["1.5", 2.0]))), JSON),
+    ("big, null keypoint", _dumps(_big(keypoints=_point(300, [None, 2.0]))), JSON),
+    ("big, NaN keypoint", _dumps(_big(keypoints=_point(300, [math.nan, 2.0]))), JSON),
+    ("big, infinite keypoint", _dumps(_big(keypoints=_point(_LAST, [1.0, -math.inf]))), JSON),
+    ("big, overflowing keypoint", _OVERFLOWING, JSON),
+    ("big, huge int keypoint", _dumps(_big(keypoints=_point(1, [2**64 + 1, 2]))), JSON),
+    ("big, int64 keypoint", _dumps(_big(keypoints=_point(1, [2**63 - 1, -(2**63)]))), JSON),
+    ("big, ragged point", _dumps(_big(keypoints=_point(300, [1.0, 2.0, 3.0]))), JSON),
+    ("big, short frame", _dumps(_big(keypoints=_frame(300, [[1.0, 2.0]] * 16))), JSON),
+    ("big, nested too deep", _dumps(_big(keypoints=_point(300, [[1.0], [2.0]]))), JSON),
+    ("big, frame an object", _dumps(_big(keypoints=_frame(0, {"a": 1}))), JSON),
+    ("big, every point 3 long", _dumps(_big(keypoints=[[[1.0, 2.0, 3.0]] * 17] * _BIG_FRAMES)), JSON),
+    ("big, flat keypoints", _dumps(_big(keypoints=[1.0] * 30000)), JSON),
+    ("big, empty keypoints", _dumps(_big(keypoints=[], extra=[0.5] * 20000)), JSON),
+    ("big, scores too short", _dumps(_big(scores=BIG["scores"][:-1])), JSON),
+    ("big, scores too long", _dumps(_big(scores=[*BIG["scores"], BIG["scores"][0]])), JSON),
+    ("big, scores 18 long", _dumps(_big(scores=[[0.5] * 18] * _BIG_FRAMES)), JSON),
+    ("big, score out of range", _dumps(_big(scores=_frame(9, [2.0] * 17, "scores"))), JSON),
+    ("big, keypoint out of range", _dumps(_big(keypoints=_point(9, [1e9, 2.0]))), JSON),
+    ("big, scores a string", _dumps(_big(scores="x" * 100)), JSON),
+    ("big, bad width", _dumps(_big(width="x")), JSON),
+    ("big, bad layout and mode", _dumps(_big(layout="openpose", mode=3)), JSON),
+    ("big, extra nesting", _dumps(_big(extra=json.loads("[" * 300 + "]" * 300))), JSON),
+    ("big, duplicate keypoints, first bad", b'{"keypoints": [["x"]], ' + _dumps(BIG)[1:], JSON),
+    ("big, duplicate keypoints, last bad", _dumps(BIG)[:-1] + b', "keypoints": [["x"]]}', JSON),
+    ("big, duplicate width", _dumps(BIG)[:-1] + b', "width": 640}', JSON),
+    ("big, array", _dumps(list(BIG.values())), JSON),
+    ("big, trailing data", _dumps(BIG) + b" x", JSON),
+    ("big, UTF-8 BOM", b"\xef\xbb\xbf" + _dumps(BIG), JSON),
+    ("big, text/plain", _dumps(BIG), {"content-type": "text/plain"}),
+    ("big, lone surrogate", _dumps(_big(layout="\ud800")), JSON),
+]  # fmt: skip
+
+
+def test_big_bodies_are_big() -> None:
+    assert all(len(content) > FAST_BODY_BYTES for _, content, _ in BIG_BODIES)
+
+
+@pytest.mark.parametrize(("name", "content", "headers"), BIG_BODIES, ids=[b[0] for b in BIG_BODIES])
+def test_fast_body_parse_of_big_bodies_answers_as_fastapi_does(
+    app: FastAPI, name: str, content: bytes, headers: dict[str, str] | None
+) -> None:
+    _both(app, content, headers)
+
+
+@given(
+    changes=st.dictionaries(_fields, _json_values, max_size=2),
+    frame=_json_values,
+    at=st.integers(0, _BIG_FRAMES - 1),
+    field=st.sampled_from(["keypoints", "scores"]),
+)
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+def test_fast_body_parse_answers_as_fastapi_does_for_generated_big_bodies(
+    app: FastAPI, changes: dict[str, Any], frame: Any, at: int, field: str
+) -> None:
+    """A big good body with some fields replaced by any JSON, and one frame of its keypoints or scores."""
+    body = {**BIG, **changes, field: _frame(at, frame, field)}
+    _both(app, _dumps(body), JSON)
+
+
+FAST_READ = {
+    "big", "big, no scores", "big, scores null", "big, ints only", "big, every option", "big, compact",
+    "big, int64 keypoint", "big, huge int keypoint", "big, score out of range", "big, keypoint out of range",
+    "big, duplicate width", "big, duplicate keypoints, first bad", "big, text/plain",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "content"), [b[:2] for b in BIG_BODIES], ids=[b[0] for b in BIG_BODIES])
+def test_only_plainly_good_big_bodies_are_read_in_slices(name: str, content: bytes) -> None:
+    """The differential tests above cover both paths: a plainly good big body's arrays are read in slices,
+    anything else is left to the exact path."""
+    parsed = asyncio.run(fastjson._parse_in_slices(LiftRequest, content, LiftRoute.arrays))
+    assert (parsed is not None) == (name in FAST_READ)
+    if parsed is not None:
+        assert isinstance(parsed.keypoints, np.ndarray)
+        assert parsed.keypoints.shape == (len(json.loads(content)["keypoints"]), 17, 2)
+    assert gc.isenabled()
+
+
+@pytest.mark.parametrize("frames", [1, SLICE_FRAMES, SLICE_FRAMES + 1, 3 * SLICE_FRAMES + 5])
+def test_sliced_json_is_the_same_bytes(frames: int) -> None:
+    rng = np.random.default_rng(frames)
+    poses = (rng.normal(size=(frames, 17, 3)) * 1000).astype(np.float32)
+    poses[frames // 2, 2, 0] = np.nan
+    root = np.asfortranarray(rng.normal(size=(frames, 3)).astype(np.float32) * 4000)  # not C-contiguous
+    visible = rng.uniform(size=frames).astype(np.float32)
+    for trajectory in (root, None):
+        content = {
+            "joints": ["a", "b"],
+            "units": "mm",
+            "poses": poses,
+            "trajectory": trajectory,
+            "visible": visible,
+        }
+        assert asyncio.run(render_sliced(content)) == NumpyJSONResponse(content).body
 
 
 def test_numpy_json_reads_back_as_the_same_float32_values() -> None:
