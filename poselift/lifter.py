@@ -17,10 +17,9 @@ from poselift.runtimes import AUTO, Runtime, TorchRuntime, build_runtime, resolv
 from poselift.sequence import (
     BoneState,
     SequenceOutput,
-    causal_inputs,
+    clip_inputs,
     finish,
     frame_step,
-    offline_inputs,
 )
 from poselift.skeleton import H36M17_JOINTS, NUM_JOINTS
 
@@ -124,11 +123,7 @@ class Lifter:
         if mode == "offline" and not self.offline_capable:
             raise ValueError(f"the offline mode is the tcn's; the {self.kind} model lifts causally only")
         step = frame_step(fps, self.model_fps)
-        if mode == "offline":
-            win_kp, win_sc = offline_inputs(keypoints_norm, scores, self.window, step)
-        else:
-            empty = keypoints_norm[:0]
-            win_kp, win_sc = causal_inputs(empty, scores[:0], keypoints_norm, scores, self.window, step)
+        win_kp, win_sc = clip_inputs(keypoints_norm, scores, self.window, step, mode == "offline")
         heads = self.run_windows(win_kp, win_sc)
         bones = BoneState.empty() if self.consistent_bones else None
         out, _ = finish(heads, win_sc, scores, camera_norm, bones, self.has_root, mode == "offline")

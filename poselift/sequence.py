@@ -136,6 +136,15 @@ def offline_inputs(
     )
 
 
+def clip_inputs(
+    kp: np.ndarray, scores: np.ndarray, window: int, step: float, offline: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """A whole clip's windows: `offline_inputs` (3n rows), or its causal windows from no history (n rows)."""
+    if offline:
+        return offline_inputs(kp, scores, window, step)
+    return causal_inputs(kp[:0], scores[:0], kp, scores, window, step)
+
+
 def visible_fraction(window_scores: np.ndarray) -> np.ndarray:
     """(n, W, 17) window scores -> (n,) float32 fraction of joints × frames present (score > 0)."""
     return (window_scores > 0).mean(axis=(1, 2), dtype=np.float64).astype(np.float32)

@@ -29,10 +29,10 @@ from poselift.sequence import (
     BoneState,
     SequenceOutput,
     causal_inputs,
+    clip_inputs,
     finish,
     frame_step,
     history_length,
-    offline_inputs,
 )
 from poselift.skeleton import NUM_JOINTS
 from service.config import Settings
@@ -257,10 +257,7 @@ class LiftingCore:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """A whole clip's normalised scores and the model's windows (offline's, or causal from no history)."""
         kp_norm, sc_norm = self._prepare(camera, kp, sc, batch=False)
-        if offline:
-            win_kp, win_sc = offline_inputs(kp_norm, sc_norm, self.window, step)
-        else:
-            win_kp, win_sc = causal_inputs(kp_norm[:0], sc_norm[:0], kp_norm, sc_norm, self.window, step)
+        win_kp, win_sc = clip_inputs(kp_norm, sc_norm, self.window, step, offline)
         return sc_norm, win_kp, win_sc
 
     def _history(self, camera: Camera) -> int:

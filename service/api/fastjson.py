@@ -19,7 +19,7 @@ and serialisation). Here:
   path: numbers only (no booleans, strings, nulls or non-finite values), every array of its exact shape and
   all of one length; anything else takes the paths above, which answer as they always did. The model then
   holds those arrays where its type says lists (the core reads either); it is not dumped.
-- `NumpyJSONResponse` writes numpy arrays straight to JSON (orjson), without a Python float per value.
+- `dumps_json` writes numpy arrays straight to JSON (orjson), without a Python float per value.
   float32 arrays come out as the shortest text that reads back as the same float32
   (`1.1`, not `1.100000023841858`); NaN is written as null, as pydantic writes it. `render_sliced`
   writes the same bytes a few hundred frames at a time, the loop free between slices (`JSONBytesResponse`
@@ -39,7 +39,7 @@ import orjson
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 FAST_BODY_BYTES = 64 * 1024  # a body bigger than this has its number arrays read in slices
 SLICE_FRAMES = 256  # frames per slice, read or written between two turns of the event loop (~0.5 ms each)
@@ -183,13 +183,6 @@ class ModelBodyRoute(APIRoute):
         return parse_once
 
 
-class NumpyJSONResponse(JSONResponse):
-    """A JSON answer whose content may hold numpy arrays (written by orjson, C-contiguous or not)."""
-
-    def render(self, content: Any) -> bytes:
-        return _dumps(content)
-
-
 class JSONBytesResponse(Response):
     """A JSON answer already written (`render_sliced`)."""
 
@@ -197,7 +190,7 @@ class JSONBytesResponse(Response):
 
 
 async def render_sliced(content: dict[str, Any]) -> bytes:
-    """`NumpyJSONResponse`'s bytes for `content`, each big array written `SLICE_FRAMES` rows at a time
+    """`dumps_json(content)`, each big array written `SLICE_FRAMES` rows at a time
     with the loop free between slices."""
     fields = []
     for name, value in content.items():
@@ -205,15 +198,16 @@ async def render_sliced(content: dict[str, Any]) -> bytes:
             rows = []
             for start in range(0, len(value), SLICE_FRAMES):
                 await asyncio.sleep(0)
-                rows.append(_dumps(value[start : start + SLICE_FRAMES])[1:-1])  # without its brackets
+                rows.append(dumps_json(value[start : start + SLICE_FRAMES])[1:-1])  # without its brackets
             text = b"[" + b",".join(rows) + b"]"
         else:
-            text = _dumps(value)
-        fields.append(_dumps(name) + b":" + text)
+            text = dumps_json(value)
+        fields.append(dumps_json(name) + b":" + text)
     return b"{" + b",".join(fields) + b"}"
 
 
-def _dumps(value: Any) -> bytes:
+def dumps_json(value: Any) -> bytes:
+    """`value` as JSON bytes; numpy arrays (C-contiguous or not) written by orjson natively."""
     return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY, default=_contiguous)
 
 
