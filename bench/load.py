@@ -485,9 +485,9 @@ def fairness_table(rows: Sequence[FairnessRow], ceiling: Ceiling) -> str:
     lines = [
         "| POSELIFT_CLIP_CHUNK | load | stream RTT p50 (ms) | stream RTT p99 (ms) | stream frames/s "
         "| clip frames/s | clips answered in span | clip latency p50 (ms) | clips in flight "
-        "| model pass @chunk (ms) | windows/pass | model busy | server CPU | bytes/session (+ index) "
-        "| problems |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model pass @chunk (ms) | windows/pass | model busy | server CPU | clip client CPU "
+        "| bytes/session (+ index) | problems |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for f in rows:
         pass_ms = _n(ceiling.pass_ms.get(f.chunk, float("nan")), ".2f")
@@ -502,7 +502,7 @@ def fairness_table(rows: Sequence[FairnessRow], ceiling: Ceiling) -> str:
                 f"| {f'{c.frames_per_s:,.0f}' if c else '—'} | {c.requests if c else '—'} "
                 f"| {_n(c.p50_ms, '.1f') if c else '—'} | {f'{f.clips_in_flight:.0%}' if c else '—'} "
                 f"| {pass_ms} | {_n(windows, '.1f')} | {busy:.0%} | {s.span.server_cpu:.2f} "
-                f"| {_bytes(s)} "
+                f"| {f'{c.client_cpu:.2f}' if c else '—'} | {_bytes(s)} "
                 f"| {s.problems.total + (c.problems.total if c else 0)} |"
             )
     lines += [

@@ -147,13 +147,31 @@ def clip_inputs(
 
 def visible_fraction(window_scores: np.ndarray) -> np.ndarray:
     """(n, W, 17) window scores -> (n,) float32 fraction of joints × frames present (score > 0)."""
-    return (window_scores > 0).mean(axis=(1, 2), dtype=np.float64).astype(np.float32)
+    present = np.count_nonzero(window_scores > 0, axis=(1, 2))
+    return (present / (window_scores.shape[1] * window_scores.shape[2])).astype(np.float32)
 
 
 def bone_lengths_mm(poses_mm: np.ndarray) -> np.ndarray:
     """(..., 17, 3) -> (..., 16) bone lengths, mm (bone j-1: joint j to its parent)."""
     bones = poses_mm[..., _CHILD, :] - poses_mm[..., _PARENT, :]
     return np.sqrt(np.einsum("...c,...c->...", bones, bones))
+
+
+def _bone_vectors(poses_mm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(n, 17, 3) poses -> (n, 16, 3) float64 bones (child minus parent) and their (n, 16) lengths, mm."""
+    poses = poses_mm.astype(np.float64)
+    bones = poses[:, _CHILD] - poses[:, _PARENT]
+    return bones, np.sqrt(np.einsum("nbc,nbc->nb", bones, bones))
+
+
+def _with_lengths(bones: np.ndarray, norm: np.ndarray, lengths_mm: np.ndarray) -> np.ndarray:
+    """(n, 17, 3) float32 poses rebuilt from the pelvis out from `_bone_vectors`' output, each bone's length
+    set to `lengths_mm` ((n, 16) or (16,); <= 0 keeps its own)."""
+    # The pelvis-out sums as one product with the tree's ancestry matrix: the per-joint loop this replaces
+    # was most of a streamed frame's numpy time.
+    want = np.broadcast_to(lengths_mm, norm.shape)
+    scale = np.where((want > 0) & (norm > 1e-6), want / np.maximum(norm, 1e-6), 1.0)
+    return (_ANCESTRY @ (bones * scale[..., None])).astype(np.float32)
 
 
 def apply_bone_lengths(poses_mm: np.ndarray, lengths_mm: np.ndarray) -> np.ndarray:
@@ -163,14 +181,7 @@ def apply_bone_lengths(poses_mm: np.ndarray, lengths_mm: np.ndarray) -> np.ndarr
         poses_mm: (n, 17, 3) root-relative poses.
         lengths_mm: (n, 16) or (16,) lengths; a bone of length <= 0 (no estimate yet) keeps its own.
     """
-    # One pass over all bones, then the pelvis-out sums as one product with the tree's ancestry matrix: the
-    # per-joint loop this replaces was most of a streamed frame's numpy time.
-    poses = poses_mm.astype(np.float64)
-    bones = poses[:, _CHILD] - poses[:, _PARENT]  # (n, 16, 3)
-    norm = np.sqrt(np.einsum("nbc,nbc->nb", bones, bones))  # (n, 16)
-    want = np.broadcast_to(lengths_mm, norm.shape)
-    scale = np.where((want > 0) & (norm > 1e-6), want / np.maximum(norm, 1e-6), 1.0)
-    return (_ANCESTRY @ (bones * scale[..., None])).astype(np.float32)
+    return _with_lengths(*_bone_vectors(poses_mm), lengths_mm)
 
 
 def accumulate_bones(
@@ -188,10 +199,20 @@ def accumulate_bones(
     Returns:
         ((n, 16) mm, the estimate after each frame, 0 where a bone was never seen; the new state).
     """
+    return _running_estimate(state, _bone_vectors(poses_mm)[1], newest_scores)
+
+
+def _running_estimate(
+    state: BoneState, lengths_mm: np.ndarray, newest_scores: np.ndarray
+) -> tuple[np.ndarray, BoneState]:
+    """`accumulate_bones` from the frames' (n, 16) float64 bone lengths."""
     weight = np.minimum(newest_scores[:, _CHILD], newest_scores[:, _PARENT]).astype(np.float64)  # (n, 16)
-    lengths = bone_lengths_mm(poses_mm).astype(np.float64)
-    sums = np.cumsum(np.concatenate([state.length_sum[None], weight * lengths]), axis=0)[1:]
-    weights = np.cumsum(np.concatenate([state.weight_sum[None], weight]), axis=0)[1:]
+    if len(lengths_mm) == 1:  # a streamed frame: the cumsum's own sums, without its copies
+        sums = (state.length_sum + weight[0] * lengths_mm[0])[None]
+        weights = (state.weight_sum + weight[0])[None]
+    else:
+        sums = np.cumsum(np.concatenate([state.length_sum[None], weight * lengths_mm]), axis=0)[1:]
+        weights = np.cumsum(np.concatenate([state.weight_sum[None], weight]), axis=0)[1:]
     estimate = np.where(weights > 0, sums / np.maximum(weights, 1e-12), 0.0)
     return estimate, BoneState(sums[-1].copy(), weights[-1].copy())
 
@@ -233,7 +254,8 @@ def finish(
     poses = np.ascontiguousarray(rows[:, :NUM_JOINTS], dtype=np.float32)
     new_bones = None
     if bones is not None:
-        estimate, new_bones = accumulate_bones(bones, poses, newest_scores)
-        poses = apply_bone_lengths(poses, estimate[-1:] if offline else estimate)
+        vectors, lengths = _bone_vectors(poses)  # once, for both the estimate and the rebuilt poses
+        estimate, new_bones = _running_estimate(bones, lengths, newest_scores)
+        poses = _with_lengths(vectors, lengths, estimate[-1:] if offline else estimate)
     root = root_from_code(rows[:, NUM_JOINTS], *camera_norm).astype(np.float32) if has_root else None
     return SequenceOutput(poses, root, visible_fraction(window_scores)), new_bones

@@ -69,8 +69,17 @@ class Settings(BaseSettings):
     clip_chunk: int = Field(
         default=32,
         ge=1,
-        description="windows of a /v1/lift clip sent to the model at a time, so live streams' frames are "
-        "batched in between instead of waiting for the whole clip",
+        description="windows of a /v1/lift clip sent to the model at a time while StreamLift streams are "
+        "open on the worker (else max_batch), so live streams' frames are answered in between instead of "
+        "waiting for the whole clip",
+    )
+    bulk_pause_ms: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=100.0,
+        description="while StreamLift streams are open on a worker, how long a big /v1/lift body's parse "
+        "and answer leave the event loop free between slices, so that a live frame's several turns of the "
+        "loop come first (0: one turn)",
     )
     batch_wait_ms: float = Field(
         default=2.0, ge=0.0, le=1000.0, description="how long a batch waits to fill up"

@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 class _Job:
     windows_norm: np.ndarray  # (N, W, 17, 2)
     scores: np.ndarray  # (N, W, 17)
+    bulk: bool = False  # a piece of a long clip: live frames batched with it are answered first
     future: concurrent.futures.Future[np.ndarray] = field(default_factory=concurrent.futures.Future)
 
 
@@ -119,12 +120,16 @@ class Engine:
         """The network's pose of the newest frame of each window, (N, 17, 3) float32 mm (see run_windows)."""
         return (await self.run_windows(windows_norm, scores))[:, 0, :NUM_JOINTS]
 
-    async def run_windows(self, windows_norm: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    async def run_windows(
+        self, windows_norm: np.ndarray, scores: np.ndarray, bulk: bool = False
+    ) -> np.ndarray:
         """Every head of each window (`Lifter.run_windows`), batched with other callers' windows.
 
         Args:
             windows_norm: (N, W, 17, 2) float32 screen-normalised keypoints, oldest frame first.
             scores: (N, W, 17) float32.
+            bulk: a piece of a long clip, not a live frame: when a batch holds both, the live frames'
+                windows go first, in a pass of their own.
 
         Returns:
             (N, 2, 18, 3) float32 heads: [:, 0] newest frame, [:, 1] centre frame; rows 0-16 the pose (mm),
@@ -133,7 +138,9 @@ class Engine:
         Raises:
             Unavailable: the worker is not running (not started yet, or shutting down).
         """
-        job = _Job(np.ascontiguousarray(windows_norm, np.float32), np.ascontiguousarray(scores, np.float32))
+        job = _Job(
+            np.ascontiguousarray(windows_norm, np.float32), np.ascontiguousarray(scores, np.float32), bulk
+        )
         with self._lock:
             if self._stopping:
                 raise Unavailable("the service is shutting down")
@@ -182,7 +189,11 @@ class Engine:
             if batch is None:
                 break
             jobs = [job for job in batch if job.future.set_running_or_notify_cancel()]  # drop cancelled ones
-            if jobs:
+            live = [job for job in jobs if not job.bulk]
+            if live and len(live) < len(jobs):  # live frames first: their pass is short, a clip's is not
+                self._answer(live)
+                self._answer([job for job in jobs if job.bulk])
+            elif jobs:
                 self._answer(jobs)
         self._fail_pending()
 

@@ -11,6 +11,7 @@ a clip lifted here, through a session in any batching, or offline with `Lifter.l
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import re
@@ -123,6 +124,7 @@ async def _run(off_loop: bool, work: Callable[..., _T], *args: Any) -> _T:
     return await asyncio.to_thread(work, *args) if off_loop else work(*args)
 
 
+@functools.lru_cache(maxsize=1024)  # a session's camera never changes: once per camera, not per frame
 def _camera_norm(camera: Camera) -> tuple[float, np.ndarray]:
     return camera_in_normalised_units(camera.width, camera.height, camera.focal_px, camera.principal_px)
 
@@ -135,9 +137,20 @@ class LiftingCore:
         self.engine = engine
         self.store = store
         self.metrics = metrics
+        self.live_streams = 0  # StreamLift streams open on this worker now (the servicer counts them)
         # Saves the read before each commit, where reading is a round trip (memory: one session state each).
         self.sessions_seen = SessionCache(settings.session_cache if store.remote else 0)
         self.draining = False  # set at shutdown: readiness fails first, so balancers stop sending work
+
+    def bulk_pause_s(self) -> float:
+        """How long a long clip's work on the event loop (its JSON read and written in slices) leaves the
+        loop free between slices: `bulk_pause_ms` while live streams are open, else one turn (0).
+
+        asyncio has no priorities, and a streamed frame takes several turns of the loop (read, model,
+        commit, reply): with only a turn between a clip's slices, the frame waits behind a slice at each
+        of them (a 30 fps stream's p99 rose from ~5 to ~20 ms under 4096-frame clips, bench/FAIRNESS.md).
+        """
+        return self.settings.bulk_pause_ms / 1000.0 if self.live_streams else 0.0
 
     @property
     def window(self) -> int:
@@ -236,21 +249,27 @@ class LiftingCore:
         # serving live streams meanwhile (4096 frames: ~15 ms causal, ~50 ms offline, on 2 busy cores).
         off_loop = len(kp) >= OFF_LOOP_FRAMES
         sc_norm, win_kp, win_sc = await _run(off_loop, self._clip_windows, camera, kp, sc, step, offline)
-        # A long clip goes to the model in chunks, each awaited before the next is queued, so live streams'
-        # frames queued meanwhile ride in the next batch instead of waiting behind the whole clip.
-        chunk = self.settings.clip_chunk
-        heads = np.concatenate(
-            [
-                await self.engine.run_windows(win_kp[i : i + chunk], win_sc[i : i + chunk])
-                for i in range(0, len(win_kp), chunk)
-            ]
-        )
+        heads = await self._run_clip(win_kp, win_sc)
         bones = BoneState.empty() if lifter.consistent_bones else None
         camera_norm = _camera_norm(camera)
         out, _ = await _run(
             off_loop, finish, heads, win_sc, sc_norm, camera_norm, bones, lifter.has_root, offline
         )
         return out
+
+    async def _run_clip(self, win_kp: np.ndarray, win_sc: np.ndarray) -> np.ndarray:
+        """The heads of a clip's windows, sent to the model in pieces, each awaited before the next is
+        queued, so that live frames queued meanwhile are answered between them (first, in a pass of their
+        own: `bulk`) instead of waiting behind the whole clip. A piece is `clip_chunk` windows while
+        StreamLift streams are open on this worker, else `max_batch` (fewer, bigger passes); the size is
+        chosen again for each piece, so a stream that opens during a clip waits for one piece at most."""
+        heads, start = [], 0
+        while start < len(win_kp):
+            size = self.settings.clip_chunk if self.live_streams else self.settings.max_batch
+            stop = start + size
+            heads.append(await self.engine.run_windows(win_kp[start:stop], win_sc[start:stop], bulk=True))
+            start = stop
+        return np.concatenate(heads)
 
     def _clip_windows(
         self, camera: Camera, kp: np.ndarray, sc: np.ndarray | None, step: float, offline: bool

@@ -85,6 +85,7 @@ class PoseLifterServicer(pb_grpc.PoseLifterServicer):
         with self._tracked("StreamLift") as call:
             closing = asyncio.ensure_future(self.closing.wait())
             self.core.metrics.open_streams.inc()
+            self.core.live_streams += 1
             try:
                 if self.metadata:
                     await context.send_initial_metadata(self.metadata)
@@ -108,6 +109,7 @@ class PoseLifterServicer(pb_grpc.PoseLifterServicer):
             finally:
                 closing.cancel()
                 self.core.metrics.open_streams.dec()
+                self.core.live_streams -= 1
 
     async def _begin(self, request: pb.StreamLiftRequest | None, owner: str) -> SessionInfo:
         """Open or resume the stream's session from its first message."""

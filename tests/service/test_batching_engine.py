@@ -39,6 +39,7 @@ class GatedLifter:
         self.lifter = lifter
         self.gate = threading.Event()
         self.passes = 0
+        self.sizes: list[int] = []  # windows of each pass, in order
 
     @property
     def window(self) -> int:
@@ -47,6 +48,7 @@ class GatedLifter:
     def run_windows(self, windows_norm: np.ndarray, scores: np.ndarray) -> Any:
         assert self.gate.wait(30), "the test never opened the gate"
         self.passes += 1
+        self.sizes.append(len(windows_norm))
         return self.lifter.run_windows(windows_norm, scores)
 
 
@@ -90,6 +92,34 @@ def test_engine_oversize_request_runs_alone_and_whole(lifter: Lifter) -> None:
     assert sample(engine, "poselift_batch_windows_bucket", le="8.0") == 1  # the big one is not in here...
     assert sample(engine, "poselift_batch_windows_bucket", le="16.0") == 2  # ...but whole in one pass
     assert sample(engine, "poselift_batch_requests_sum") == 2  # one request per pass
+
+
+def test_engine_answers_live_windows_before_a_clip_piece_batched_with_them(lifter: Lifter) -> None:
+    """A piece of a long clip (`bulk`) and a live frame that land in one batch run as two passes, the live
+    frame's first: it waits for no clip windows but those already in the model."""
+    gated = GatedLifter(lifter)
+    engine = Engine(gated, max_batch=64, batch_wait_ms=200.0)  # type: ignore[arg-type]
+    first, piece, live = windows(1, 0), windows(8, 1), windows(1, 2)
+    engine.start()
+    try:
+
+        async def main() -> list[np.ndarray]:
+            busy = asyncio.ensure_future(engine.run_windows(*first))  # holds the worker at the gate
+            await asyncio.sleep(0.05)
+            queued = [
+                asyncio.ensure_future(engine.run_windows(*piece, bulk=True)),
+                asyncio.ensure_future(engine.run_windows(*live)),
+            ]
+            await asyncio.sleep(0.05)  # both queued while the first pass waits: the next batch holds both
+            gated.gate.set()
+            return list(await asyncio.gather(busy, *queued))
+
+        results = asyncio.run(main())
+    finally:
+        engine.stop()
+    assert gated.sizes == [1, 1, 8]  # the live frame's pass before the clip piece's
+    for (w, s), got in zip([first, piece, live], results, strict=True):
+        np.testing.assert_allclose(got, lifter.run_windows(w, s), rtol=0, atol=TOLERANCE_MM)
 
 
 def test_engine_not_started_is_unavailable(lifter: Lifter) -> None:

@@ -215,3 +215,24 @@ def test_core_session_of_another_model_window_is_incompatible(lifter: Lifter, cl
             await core.get_session(other.session_id, "")
 
     with_core(lifter, body, store)
+
+
+@pytest.mark.parametrize(("live_streams", "passes"), [(0, 3), (1, 19)])
+def test_core_sends_a_long_clip_in_pieces_small_while_streams_are_live(
+    lifter: Lifter, clip: Clip, live_streams: int, passes: int
+) -> None:
+    """600 frames: in pieces of `max_batch` (256) windows, or of `clip_chunk` (32) while StreamLift streams
+    are open on the worker, so their frames wait for one small pass at most; the poses are the same."""
+    kp = np.concatenate([clip.keypoints_px] * (600 // len(clip.keypoints_px) + 1))[:600]
+
+    async def body(core: LiftingCore) -> tuple[np.ndarray, float]:
+        core.live_streams = live_streams
+        assert core.bulk_pause_s() == (0.001 if live_streams else 0.0)
+        out = await core.lift(camera(clip), kp)
+        count = core.metrics.registry.get_sample_value("poselift_batch_windows_count")
+        return out.poses_mm, float(count or 0)
+
+    poses, count = with_core(lifter, body, max_batch=256, clip_chunk=32, bulk_pause_ms=1.0)
+    assert count == passes
+    whole, _ = with_core(lifter, body, max_batch=1024, clip_chunk=1024)
+    np.testing.assert_allclose(poses, whole, rtol=0, atol=TOLERANCE_MM)
