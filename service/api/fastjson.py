@@ -169,13 +169,16 @@ async def _parse_split(
 
 
 def _array_start(body: bytes, name: str) -> int | None:
-    """Where the first `"name": [` of `body` (any spacing) has its bracket, if its array is not empty."""
+    """Where the first `"name": [` of `body` (any spacing) has its bracket, if its array is not empty
+    (`"name"` may also stand elsewhere first, e.g. as a string value)."""
     key = b'"%s"' % name.encode()
     at = body.find(key)
-    if at < 0:
-        return None
-    match = _VALUE_START.match(body, at + len(key))
-    return None if match is None else match.end() - 1
+    while at >= 0:
+        match = _VALUE_START.match(body, at + len(key))
+        if match is not None:
+            return match.end() - 1
+        at = body.find(key, at + len(key))
+    return None
 
 
 _VALUE_START = re.compile(rb"\s*:\s*\[(?!\s*\])")  # a colon, and an array's bracket unless it is empty

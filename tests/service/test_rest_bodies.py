@@ -242,6 +242,7 @@ BIG_BODIES: list[tuple[str, bytes, dict[str, str] | None]] = [
     ("big, frame nested deeper", _dumps(_big(keypoints=_frame(300, [[[1.0, 2.0]]] * 17))), JSON),
     ("big, frame of frames", _dumps(_big(keypoints=_frame(300, [BIG["keypoints"][0]] * 17))), JSON),
     ("big, keypoints key in a string", _dumps(_big(layout='"keypoints": [[[1, 2]]]')), JSON),
+    ("big, keypoints a string first", _dumps({"note": "keypoints", **BIG}), JSON),
 ]  # fmt: skip
 
 
@@ -276,7 +277,7 @@ FAST_READ = {
     "big", "big, no scores", "big, scores null", "big, ints only", "big, every option", "big, compact",
     "big, int64 keypoint", "big, huge int keypoint", "big, score out of range", "big, keypoint out of range",
     "big, duplicate width", "big, duplicate keypoints, first bad", "big, text/plain", "big, indented",
-    "big, nested keypoints first", "big, nested bad keypoints first",
+    "big, nested keypoints first", "big, nested bad keypoints first", "big, keypoints a string first",
 }  # fmt: skip
 
 
