@@ -41,7 +41,6 @@ from poselift.export import INPUT_NAMES, OUTPUT_NAME, WindowHeads, cached_export
 from poselift.model import LiftingNetwork
 
 BACKENDS = ("torch", "torchscript", "compile", "onnx")
-SMALL_PASS_WINDOWS = 4  # ONNX Runtime passes of at most this many windows run on one thread
 AUTO = "auto"
 
 
@@ -170,12 +169,6 @@ class OnnxRuntime:
         source = onnx_model if isinstance(onnx_model, bytes) else str(onnx_model)
         try:
             self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
-            # A pass of a few windows on one thread: as fast as on several (bench.model, batch 1), and
-            # it wakes no pool thread, which on a busy machine can wait for a core for milliseconds.
-            self.small_session = self.session
-            if options.intra_op_num_threads > 1:
-                options.intra_op_num_threads = 1
-                self.small_session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
         except Exception as error:  # onnxruntime's own classes (InvalidArgument, InvalidGraph, ...)
             what = "the exported bytes" if isinstance(onnx_model, bytes) else str(onnx_model)
             raise ValueError(f"not a usable ONNX model ({what}): {error}") from error
@@ -186,9 +179,8 @@ class OnnxRuntime:
             INPUT_NAMES[0]: np.ascontiguousarray(windows_norm, dtype=np.float32),
             INPUT_NAMES[1]: np.ascontiguousarray(scores, dtype=np.float32),
         }
-        session = self.small_session if len(windows_norm) <= SMALL_PASS_WINDOWS else self.session
         try:
-            poses: Any = session.run([OUTPUT_NAME], feeds)[0]
+            poses: Any = self.session.run([OUTPUT_NAME], feeds)[0]
         except Exception as error:  # onnxruntime's own classes; callers handle torch's RuntimeError
             raise RuntimeError(f"onnxruntime: {error}") from error
         return np.asarray(poses, dtype=np.float32)

@@ -10,7 +10,7 @@ from poselift import load_lifter
 from poselift.export import TOLERANCE_MM
 from poselift.geometry import look_at_rotation, project_to_2d, world_to_camera
 from poselift.inputs import prepare_keypoints
-from poselift.runtimes import BACKENDS, SMALL_PASS_WINDOWS, OnnxRuntime, onnx_available, resolve_backend
+from poselift.runtimes import BACKENDS, OnnxRuntime, onnx_available, resolve_backend
 from poselift.windows import causal_windows
 
 VAL = Path(__file__).resolve().parents[2] / "data" / "mocap" / "cmu_h36m17_val.npz"
@@ -100,22 +100,6 @@ def test_onnx_session_follows_the_thread_setting():
         lifter.runtime.session.get_session_options().intra_op_num_threads for lifter in (default, explicit)
     ]
     assert threads == [torch.get_num_threads(), 2]
-
-
-@needs_onnx
-def test_onnx_small_passes_run_on_one_thread_with_the_same_poses():
-    """A pass of a few windows (a live frame's) runs on a one-thread session, which wakes no pool thread;
-    its heads are those of the many-thread session."""
-    lifter = load_lifter("seq2seq", "cpu", backend="onnx", threads=2)
-    runtime = lifter.runtime
-    assert isinstance(runtime, OnnxRuntime)
-    assert runtime.small_session.get_session_options().intra_op_num_threads == 1
-    windows, scores = val_windows(lifter.window, frames=SMALL_PASS_WINDOWS)
-    small = runtime(windows, scores)  # the one-thread session
-    np.testing.assert_allclose(
-        small, runtime(np.concatenate([windows] * 3), np.concatenate([scores] * 3))[: len(windows)],
-        rtol=0, atol=TOLERANCE_MM,
-    )  # fmt: skip
 
 
 def test_malformed_windows_raise_runtime_error_on_every_backend(compiled):
