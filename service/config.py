@@ -67,7 +67,7 @@ class Settings(BaseSettings):
     )
     max_batch: int = Field(default=256, ge=1, description="windows per forward pass of the batching worker")
     clip_chunk: int = Field(
-        default=32,
+        default=16,
         ge=1,
         description="windows of a /v1/lift clip sent to the model at a time while StreamLift streams are "
         "open on the worker (else max_batch), so live streams' frames are answered in between instead of "

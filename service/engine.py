@@ -35,6 +35,9 @@ from service.metrics import Metrics
 log = logging.getLogger(__name__)
 
 
+LIVE_SETTLE_S = 0.001  # after a pass of live frames, the pause before a clip piece batched with them
+
+
 @dataclass
 class _Job:
     windows_norm: np.ndarray  # (N, W, 17, 2)
@@ -192,6 +195,9 @@ class Engine:
             live = [job for job in jobs if not job.bulk]
             if live and len(live) < len(jobs):  # live frames first: their pass is short, a clip's is not
                 self._answer(live)
+                # The clip's pass takes every core the runtime has: leave the event loop a moment to finish
+                # the live frames (bones, commit, reply) before it starts.
+                time.sleep(LIVE_SETTLE_S)
                 self._answer([job for job in jobs if job.bulk])
             elif jobs:
                 self._answer(jobs)
