@@ -472,9 +472,9 @@ def run_fairness(
 FAIRNESS_TEXT = """\
 One StreamLift session paced like a {fps:g} fps camera (sessions in Redis), measured alone for {s:g} s, then
 a new one for {s:g} s while one client posts {frames}-frame clips to `/v1/lift` back to back (real HTTP, its
-own process), on the same server: one worker, so one batching queue (unless `--set workers=N`). The server
-sends a clip to the model POSELIFT_CLIP_CHUNK windows at a time, each chunk awaited before the next, so the
-stream's frames ride in the passes between chunks instead of waiting behind the whole clip. *clips in
+own process), on the same server: one worker, so one batching queue (unless `--set workers=N`). While the
+stream is open the server sends a clip to the model POSELIFT_CLIP_CHUNK windows at a time, each chunk awaited
+before the next, and answers the stream's frames in passes of their own between chunks. *clips in
 flight*: the share of the span during which a clip request was open (between clips the stream runs alone);
 *model pass @chunk*: one pass of that many windows, the model alone; *bytes/session*: `MEMORY USAGE` of the
 session's hash after its span, + the index's bytes per session (* as below)."""

@@ -96,7 +96,7 @@ def test_rpc_errors_lift_bad_requests(stub: pb_grpc.PoseLifterStub, clip: Clip) 
 def test_rpc_errors_deadline_cancels_the_call_on_the_server(
     limited: RpcLive, stub: pb_grpc.PoseLifterStub, clip: Clip, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def stuck(*args: object) -> None:
+    async def stuck(*args: object, **kwargs: object) -> None:
         await asyncio.sleep(30)
 
     assert limited.core is not None
