@@ -697,7 +697,7 @@ class Options:
     model_scale: float  # repeats of the model timings, x the default
     server_settings: dict[str, str] = field(default_factory=dict)
     fairness_frames: int = 0  # frames of each clip beside the fairness stream; 0: no fairness scenario
-    fairness_seconds: float = 30.0  # each of its two spans (alone, under clips)
+    fairness_seconds: float = 60.0  # each of its two spans (alone, under clips): a p99 of 1,800 frames
     fairness_fps: float = 30.0
     fairness_chunks: tuple[int, ...] = ()  # POSELIFT_CLIP_CHUNK of each fairness server; (): the setting's
     workers: tuple[int, ...] = (1,)  # POSELIFT_WORKERS of the REST/StreamLift servers, one server each
@@ -733,7 +733,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, O
         "--scenarios", default="rest,streams,fairness", help="which to run: rest, streams, fairness (all)"
     )
     p.add_argument("--fairness-frames", type=int, default=4096, help="frames per clip beside the stream")
-    p.add_argument("--fairness-seconds", type=float, default=None, help="each fairness span (default 30)")
+    p.add_argument("--fairness-seconds", type=float, default=None, help="each fairness span (default 60)")
     p.add_argument(
         "--fairness-chunks", type=_ints, default=(), help="POSELIFT_CLIP_CHUNK values, one server each, "
         "e.g. 32,4096 (default: the server's setting)"
@@ -785,7 +785,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, O
         model_scale=0.25 if quick else 1.0,
         server_settings=settings,
         fairness_frames=args.fairness_frames if "fairness" in scenarios else 0,
-        fairness_seconds=args.fairness_seconds or (6.0 if quick else 30.0),
+        fairness_seconds=args.fairness_seconds or (6.0 if quick else 60.0),
         fairness_fps=args.fps,
         fairness_chunks=args.fairness_chunks,
         workers=args.workers or ((1,) if quick else (1, 2)),

@@ -13,7 +13,7 @@ from bench.loadgen import Problems
 def test_load_scenarios_pick_what_runs() -> None:
     _, opts = load.parse_args([])
     assert opts.sessions == (1, 16, 64, 256) and opts.rest_clients == (1, 4)
-    assert opts.fairness_frames == 4096 and opts.fairness_seconds == 30.0 and opts.fairness_chunks == ()
+    assert opts.fairness_frames == 4096 and opts.fairness_seconds == 60.0 and opts.fairness_chunks == ()
     _, opts = load.parse_args(["--scenarios", "fairness", "--fairness-chunks", "32,4096", "--fps", "25"])
     assert opts.sessions == () and opts.rest_clients == ()
     assert opts.fairness_frames == 4096 and opts.fairness_chunks == (32, 4096) and opts.fairness_fps == 25.0
