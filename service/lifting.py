@@ -148,7 +148,8 @@ class LiftingCore:
 
         asyncio has no priorities, and a streamed frame takes several turns of the loop (read, model,
         commit, reply): with only a turn between a clip's slices, the frame waits behind a slice at each
-        of them (a 30 fps stream's p99 rose from ~5 to ~20 ms under 4096-frame clips, bench/FAIRNESS.md).
+        of them (traced: a 30 fps stream's p99 rose from ~5 to ~20 ms under 4096-frame clips;
+        docs/performance.md).
         """
         return self.settings.bulk_pause_ms / 1000.0 if self.live_streams else 0.0
 
