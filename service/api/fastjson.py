@@ -121,8 +121,9 @@ async def _parse_split(
     """
     values: dict[str, np.ndarray] = {}
     spans: list[tuple[int, int, bytes]] = []
+    markers: dict[str, bytes] = {}
     for index, (name, shape) in enumerate(arrays.items()):
-        marker = b'"\\u0000poselift-array-%d"' % index  # a JSON string no client sends
+        marker = markers[name] = b'"\\u0000poselift-array-%d"' % index  # a JSON string no client sends
         if marker in body:
             return None
         found = _array_start(body, name)
@@ -139,6 +140,8 @@ async def _parse_split(
             return None
         values[name] = np.concatenate(parts)
         spans.append((found, end, marker))
+    if not values:  # nothing cut out: the whole parse is all there is to do
+        return None
     rest, at = [], 0
     for start, end, marker in sorted(spans):
         if start < at:
@@ -152,20 +155,16 @@ async def _parse_split(
         return None
     if type(data) is not dict:
         return None
-    for index, name in enumerate(arrays):
+    for name in arrays:
         if name in values:
-            if data.get(name) != f"\x00poselift-array-{index}":
+            if data.get(name) != orjson.loads(markers[name]):
                 return None  # the array cut out was not the body's top-level field of that name
             data[name] = []  # the model's own check of everything else: an empty list passes its type
         elif data.get(name) is not None:  # given, but not cut out (empty, not an array): parsed whole
             return None
     if len({len(value) for value in values.values()}) > 1:
         return None
-    try:
-        small = model.model_validate_json(orjson.dumps(data))
-    except (orjson.JSONEncodeError, ValidationError):
-        return None
-    return small.model_copy(update=values)
+    return _with_arrays(model, data, values)
 
 
 def _array_start(body: bytes, name: str) -> int | None:
@@ -246,6 +245,14 @@ async def _parse(
             return None
         rest[name] = []  # the model's own check of everything else, as JSON: an empty list passes its type
         values[name] = array
+    return _with_arrays(model, rest, values)
+
+
+def _with_arrays(
+    model: type[BaseModel], rest: dict[str, Any], values: dict[str, np.ndarray]
+) -> BaseModel | None:
+    """`rest` (the body with each of `values`' fields an empty list) validated as `model`, then holding
+    `values`; None if it is not valid."""
     try:
         small = model.model_validate_json(orjson.dumps(rest))
     except (orjson.JSONEncodeError, ValidationError):  # e.g. nested deeper than orjson writes
