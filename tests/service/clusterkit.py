@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.service.testkit import free_port
+from tests.service.testkit import distinct_free_ports
 
 NODE_TIMEOUT_MS = 1000  # how long a silent master takes to be marked failed: the failover's wait
 
@@ -52,7 +52,8 @@ class LoopbackCluster:
         if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
             pytest.skip("redis-server / redis-cli are not installed")
         self.dir = Path(tempfile.mkdtemp(prefix="poselift-cluster-"))
-        self.nodes = [Node(free_port(), free_port()) for _ in range(2 * masters)]
+        ports = distinct_free_ports(4 * masters)  # a port and a cluster-bus port per node, none repeated
+        self.nodes = [Node(ports[2 * i], ports[2 * i + 1]) for i in range(2 * masters)]
 
     @property
     def url(self) -> str:

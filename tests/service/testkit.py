@@ -6,6 +6,7 @@ The checkpoint is `POSELIFT_TEST_CHECKPOINT` (default: the shipped default "tcn"
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import socket
@@ -41,10 +42,19 @@ TOLERANCE_MM = 1e-2
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    return distinct_free_ports(1)[0]
+
+
+def distinct_free_ports(count: int) -> list[int]:
+    """`count` free loopback ports, all different: each held bound until all are chosen (ports taken one
+    after another can repeat once released, as a cluster's twelve once did)."""
+    with contextlib.ExitStack() as held:
+        ports = []
+        for _ in range(count):
+            sock = held.enter_context(socket.socket())
+            sock.bind(("127.0.0.1", 0))
+            ports.append(int(sock.getsockname()[1]))
+        return ports
 
 
 class RedisServer:
