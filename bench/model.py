@@ -25,6 +25,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from poselift.checkpoint import SHIPPED
+from poselift.export import WindowHeads
 from poselift.lifter import Lifter, load_lifter
 from poselift.runtimes import AUTO, BACKENDS
 
@@ -68,10 +69,12 @@ def model_ceiling(lifter: Lifter, batches: tuple[int, ...] = BATCHES, repeats: i
 
 
 def flops_per_frame(lifter: Lifter) -> float:
-    """Floating-point operations (multiply-add = 2) of one window's forward pass."""
+    """Floating-point operations (multiply-add = 2) of what serving runs for one window: the network's
+    forward pass, twice with the checkpoint's test-time flip (`poselift.export.WindowHeads`)."""
     kp, sc = (torch.from_numpy(a) for a in _inputs(1, lifter.window))
+    heads = WindowHeads(lifter.model).to(lifter.device).eval()
     with FlopCounterMode(display=False) as counter, torch.inference_mode():
-        lifter.model(kp.to(lifter.device), sc.to(lifter.device))
+        heads(kp.to(lifter.device), sc.to(lifter.device))
     return float(counter.get_total_flops())
 
 

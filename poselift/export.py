@@ -38,7 +38,7 @@ from torch import nn
 
 from poselift import model as model_module
 from poselift.model import LiftingNetwork, TemporalConvLifter
-from poselift.skeleton import NUM_JOINTS
+from poselift.skeleton import NUM_JOINTS, flip_permutation
 
 INPUT_NAMES = ("keypoints_norm", "scores")
 OUTPUT_NAME = "heads"
@@ -52,13 +52,32 @@ class WindowHeads(nn.Module):
     """A network's per-window outputs in one tensor: (N, W, J, 2), (N, W, J) -> (N, 2, J + 1, 3).
 
     [:, 0] newest frame, [:, 1] centre frame; rows :J the root-relative pose (mm), row J the root code.
+    With the config's `test_time_flip`, each output is the mean of the window's and its mirror image's: the
+    mirrored window (x negated in screen-normalised units, i.e. reflected about the image's vertical centre
+    line, and left/right joints swapped) goes through the network in the same batch, and its outputs are
+    mirrored back (x of every row negated, the root code's u included, and the joints swapped again).
     """
 
     def __init__(self, model: LiftingNetwork) -> None:
         super().__init__()
         self.model = model
+        self.flip = bool(model.config.test_time_flip)
+        perm = torch.as_tensor(flip_permutation(), dtype=torch.long)
+        self.register_buffer("swap_joints", perm, persistent=False)
+        self.register_buffer("swap_rows", torch.cat([perm, torch.tensor([NUM_JOINTS])]), persistent=False)
+        self.register_buffer("negate_x", torch.tensor([-1.0, 1.0, 1.0]), persistent=False)
 
     def forward(self, keypoints_norm: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if not self.flip:
+            return self._heads(keypoints_norm, scores)
+        n = keypoints_norm.shape[0]
+        mirrored = keypoints_norm[:, :, self.swap_joints] * self.negate_x[:2]
+        heads = self._heads(
+            torch.cat([keypoints_norm, mirrored]), torch.cat([scores, scores[:, :, self.swap_joints]])
+        )
+        return 0.5 * (heads[:n] + heads[n:][:, :, self.swap_rows] * self.negate_x)
+
+    def _heads(self, keypoints_norm: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         if isinstance(self.model, TemporalConvLifter):
             newest, centre, root_newest, root_centre = self.model.forward_heads(keypoints_norm, scores)
         else:  # no centre or root head: the newest pose stands for both, the root code is zero

@@ -42,6 +42,9 @@ class LifterConfig:
         filter_widths: the tcn's kernel width per level (receptive field = their product); () otherwise.
         frame_rate: the frame rate the model's windows are sampled at (input is resampled to it), or 0 for
             a model trained across frame rates that takes frames as they come; a tcn's default is 30.
+        test_time_flip: serve the mean of each window's outputs and those of its mirror image (left and
+            right swapped, x negated; VideoPose3D's test-time augmentation, `poselift.export.WindowHeads`).
+            It doubles the network's work per window; training never flips (its augmentation does).
     """
 
     kind: str = "seq2seq"
@@ -53,6 +56,7 @@ class LifterConfig:
     forget_bias: float = 1.0
     filter_widths: tuple[int, ...] = ()
     frame_rate: float | None = None
+    test_time_flip: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "filter_widths", tuple(int(w) for w in self.filter_widths))  # JSON: a list

@@ -2,14 +2,18 @@ import numpy as np
 import pytest
 import torch
 
+from poselift.checkpoint import load_checkpoint
+from poselift.export import WindowHeads
 from poselift.model import (
     FrameLifter,
     LayerNormLSTMCell,
     LifterConfig,
     Seq2SeqLifter,
+    TemporalConvLifter,
     build_model,
     standardise_window,
 )
+from poselift.skeleton import flip_permutation
 
 
 def _inputs(b: int = 3, w: int = 5, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -117,3 +121,50 @@ def test_missing_joints_give_finite_poses():
     scores[:, :, :8] = 0
     scores[1] = 0  # a window with nothing at all
     assert np.isfinite(model(kp, scores).detach().numpy()).all()
+
+
+def _mirror(kp: torch.Tensor, sc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A window's mirror image: x negated (screen-normalised), left and right joints swapped."""
+    perm = torch.as_tensor(flip_permutation())
+    return kp[:, :, perm] * torch.tensor([-1.0, 1.0]), sc[:, :, perm]
+
+
+def _mirror_heads(heads: torch.Tensor) -> torch.Tensor:
+    """`WindowHeads` rows (N, 2, 18, 3) mirrored back: x negated, joints swapped, the root row kept last."""
+    rows = torch.cat([torch.as_tensor(flip_permutation()), torch.tensor([17])])
+    return heads[:, :, rows] * torch.tensor([-1.0, 1.0, 1.0])
+
+
+def _tcn(flip: bool) -> TemporalConvLifter:
+    torch.manual_seed(0)
+    config = LifterConfig(
+        kind="tcn", window=9, hidden_size=32, dropout=0.0, filter_widths=(3, 3), test_time_flip=flip
+    )
+    return TemporalConvLifter(config).eval()
+
+
+def test_test_time_flip_serves_the_mean_of_a_window_and_its_mirror_image():
+    plain, flipping = _tcn(False), _tcn(True)
+    flipping.load_state_dict(plain.state_dict())
+    kp, sc = _inputs(b=4, w=9)
+    sc[1, :, 3] = 0.0  # a missing joint travels with its twin
+    with torch.inference_mode():
+        expected = 0.5 * (WindowHeads(plain)(kp, sc) + _mirror_heads(WindowHeads(plain)(*_mirror(kp, sc))))
+        served = WindowHeads(flipping)(kp, sc)
+    torch.testing.assert_close(served, expected, rtol=0, atol=1e-4)
+    assert not torch.allclose(served, WindowHeads(plain)(kp, sc), atol=1e-2)  # the flip changed something
+
+
+def test_test_time_flip_makes_the_network_mirror_equivariant():
+    """A mirrored video lifts to the mirrored poses (and root codes), which one network alone does not do."""
+    kp, sc = _inputs(b=4, w=9, seed=1)
+    for flip, equivariant in ((True, True), (False, False)):
+        heads = WindowHeads(_tcn(flip))
+        with torch.inference_mode():
+            direct, of_mirror = heads(kp, sc), _mirror_heads(heads(*_mirror(kp, sc)))
+        assert torch.allclose(direct, of_mirror, atol=1e-4) == equivariant
+
+
+def test_the_shipped_tcn_flips_and_the_paper_models_do_not():
+    assert load_checkpoint("tcn")[0].config.test_time_flip
+    assert not any(load_checkpoint(name)[0].config.test_time_flip for name in ("seq2seq", "framewise"))
