@@ -58,6 +58,10 @@ class WindowHeads(nn.Module):
     mirrored back (x of every row negated, the root code's u included, and the joints swapped again).
     """
 
+    swap_joints: torch.Tensor  # (J,) each joint's mirror twin
+    swap_rows: torch.Tensor  # (J + 1,) the same over the output rows, the root code's row kept last
+    negate_x: torch.Tensor  # (3,) [-1, 1, 1]
+
     def __init__(self, model: LiftingNetwork) -> None:
         super().__init__()
         self.model = model

@@ -84,6 +84,12 @@ class Settings(BaseSettings):
     batch_wait_ms: float = Field(
         default=2.0, ge=0.0, le=1000.0, description="how long a batch waits to fill up"
     )
+    inline_when_idle: bool = Field(
+        default=True,
+        description="run a session push's forward pass on the event loop itself when it is the worker's only "
+        "push under way and the batching worker is idle, instead of handing it to the worker and back (two "
+        "thread wake-ups); under concurrent load pushes are batched as before",
+    )
     torch_threads: int = Field(
         default=0,
         ge=0,

@@ -74,9 +74,16 @@ class Engine:
     """Owns the lifter and the batching worker thread; `await lift_windows(...)` from any event loop."""
 
     def __init__(
-        self, lifter: Lifter, max_batch: int = 256, batch_wait_ms: float = 2.0, metrics: Metrics | None = None
+        self,
+        lifter: Lifter,
+        max_batch: int = 256,
+        batch_wait_ms: float = 2.0,
+        metrics: Metrics | None = None,
+        inline_when_idle: bool = False,
     ):
         self.lifter = lifter
+        self.inline_when_idle = inline_when_idle
+        self._pending = 0  # requests queued or in a pass (under _lock): 0 means the worker is idle
         self.max_batch = max_batch
         self.batch_wait_s = batch_wait_ms / 1000.0
         self.metrics = metrics or Metrics()
@@ -124,7 +131,7 @@ class Engine:
         return (await self.run_windows(windows_norm, scores))[:, 0, :NUM_JOINTS]
 
     async def run_windows(
-        self, windows_norm: np.ndarray, scores: np.ndarray, bulk: bool = False
+        self, windows_norm: np.ndarray, scores: np.ndarray, bulk: bool = False, alone: bool = False
     ) -> np.ndarray:
         """Every head of each window (`Lifter.run_windows`), batched with other callers' windows.
 
@@ -133,6 +140,10 @@ class Engine:
             scores: (N, W, 17) float32.
             bulk: a piece of a long clip, not a live frame: when a batch holds both, the live frames'
                 windows go first, in a pass of their own.
+            alone: the caller knows no other request of its event loop is under way (one stream's
+                frame): with `inline_when_idle`, and no request queued or in a pass, the pass runs right
+                here on the calling thread, sparing the two thread wake-ups of the hand-off to the worker
+                and back (~0.1-0.4 ms per frame measured on 2 vCPUs, docs/performance.md).
 
         Returns:
             (N, 2, 18, 3) float32 heads: [:, 0] newest frame, [:, 1] centre frame; rows 0-16 the pose (mm),
@@ -149,9 +160,22 @@ class Engine:
                 raise Unavailable("the service is shutting down")
             if self._thread is None:
                 raise Unavailable("the model is not loaded yet")
-            self._queue.put(job)
+            inline = self.inline_when_idle and alone and not bulk and self._pending == 0
+            self._pending += 1
+            if not inline:
+                job.future.add_done_callback(self._done)
+                self._queue.put(job)
+        if inline:  # nothing to batch with: skip the hand-off to the worker and back
+            try:
+                return self._forward([job])
+            finally:
+                self._done(job.future)
         self.metrics.queue_depth.set(self._queue.qsize())
         return await asyncio.wrap_future(job.future)
+
+    def _done(self, _: object) -> None:
+        with self._lock:
+            self._pending -= 1
 
     def _next_batch(self) -> list[_Job] | None:
         """Block for one job, then gather more until the batch is full or the wait is over; None: stop."""

@@ -138,6 +138,7 @@ class LiftingCore:
         self.store = store
         self.metrics = metrics
         self.live_streams = 0  # StreamLift streams open on this worker now (the servicer counts them)
+        self.pushes_in_flight = 0  # session pushes begun on this worker and not yet answered
         # Saves the read before each commit, where reading is a round trip (memory: one session state each).
         self.sessions_seen = SessionCache(settings.session_cache if store.remote else 0)
         self.draining = False  # set at shutdown: readiness fails first, so balancers stop sending work
@@ -333,6 +334,15 @@ class LiftingCore:
         Returns:
             a `FrameOutput` for every frame, in the order given.
         """
+        self.pushes_in_flight += 1
+        try:
+            return await self._push_frames(session_id, frames, owner)
+        finally:
+            self.pushes_in_flight -= 1
+
+    async def _push_frames(
+        self, session_id: str, frames: Sequence[FrameInput], owner: str
+    ) -> list[FrameOutput]:
         self._check_frame_count(len(frames), ("frames",))
         if len(frames) > (limit := self.settings.poses_held):
             raise PayloadTooLarge(
@@ -362,7 +372,9 @@ class LiftingCore:
             win_kp, win_sc = causal_inputs(
                 state.history_kp, state.history_scores, kp_norm, sc_norm, self.window, step
             )
-            heads = await self.engine.run_windows(win_kp, win_sc)
+            # The only push on this worker: nothing could share its pass, so it may skip the hand-off.
+            alone = self.pushes_in_flight == 1
+            heads = await self.engine.run_windows(win_kp, win_sc, alone=alone)
             bones = state.bones if lifter.consistent_bones else None
             out, bones = finish(heads, win_sc, sc_norm, _camera_norm(state.camera), bones, lifter.has_root)
             updated = state.advance(
@@ -490,7 +502,13 @@ async def serving_core(
         metrics: the registry to count into (else a new one).
     """
     metrics = metrics or Metrics()
-    engine = Engine(lifter or load_model(settings), settings.max_batch, settings.batch_wait_ms, metrics)
+    engine = Engine(
+        lifter or load_model(settings),
+        settings.max_batch,
+        settings.batch_wait_ms,
+        metrics,
+        settings.inline_when_idle,
+    )
     engine.start()
     store = build_store(
         settings.redis_url,

@@ -221,3 +221,65 @@ def test_engine_stop_racing_a_request_being_queued_never_strands_it(lifter: Lift
     engine.stop()
     thread.join(10)
     assert "poses" in outcome or isinstance(outcome.get("error"), Unavailable), outcome
+
+
+class ThreadRecordingLifter(GatedLifter):
+    """The gated lifter that also records which thread ran each pass."""
+
+    def __init__(self, lifter: Lifter):
+        super().__init__(lifter)
+        self.threads: list[str] = []
+
+    def run_windows(self, windows_norm: np.ndarray, scores: np.ndarray) -> Any:
+        self.threads.append(threading.current_thread().name)
+        return super().run_windows(windows_norm, scores)
+
+
+def test_engine_runs_a_lone_live_request_on_the_callers_thread_only_when_idle(lifter: Lifter) -> None:
+    recording = ThreadRecordingLifter(lifter)
+    recording.gate.set()
+    engine = Engine(recording, batch_wait_ms=0.0, inline_when_idle=True)  # type: ignore[arg-type]
+    engine.start()
+    w, s = windows(2, 0)
+    try:
+
+        async def each_kind() -> list[np.ndarray]:
+            return [
+                await engine.run_windows(w, s, alone=True),  # idle and alone: inline
+                await engine.run_windows(w, s),  # not known to be alone: the worker
+                await engine.run_windows(w, s, bulk=True, alone=True),  # a clip piece: the worker
+            ]
+
+        results = asyncio.run(each_kind())
+    finally:
+        engine.stop()
+    me = threading.current_thread().name
+    assert recording.threads == [me, "poselift-batcher", "poselift-batcher"]
+    for got in results:  # the same poses whichever thread ran the pass
+        np.testing.assert_allclose(got, lifter.run_windows(w, s), rtol=0, atol=TOLERANCE_MM)
+    assert sample(engine, "poselift_batch_requests_count") == 3  # every pass is counted
+
+
+def test_engine_sends_a_lone_request_to_the_worker_while_a_pass_is_under_way(lifter: Lifter) -> None:
+    # Running it inline while the worker is busy would put two passes on the cores at once; it waits its turn.
+    recording = ThreadRecordingLifter(lifter)
+    engine = Engine(recording, batch_wait_ms=0.0, inline_when_idle=True)  # type: ignore[arg-type]
+    engine.start()
+    try:
+
+        async def while_busy() -> np.ndarray:
+            first = asyncio.ensure_future(engine.run_windows(*windows(1, 0)))
+            while not recording.threads:  # the worker has taken the first request and waits at the gate
+                await asyncio.sleep(0.005)
+            second = asyncio.ensure_future(engine.run_windows(*windows(1, 1), alone=True))
+            await asyncio.sleep(0.05)
+            assert not second.done()  # it did not run inline past the busy worker
+            recording.gate.set()
+            await first
+            return await second
+
+        got = asyncio.run(while_busy())
+    finally:
+        engine.stop()
+    assert recording.threads == ["poselift-batcher", "poselift-batcher"]
+    np.testing.assert_allclose(got, lifter.run_windows(*windows(1, 1)), rtol=0, atol=TOLERANCE_MM)

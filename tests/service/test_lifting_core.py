@@ -236,3 +236,30 @@ def test_core_sends_a_long_clip_in_pieces_small_while_streams_are_live(
     assert count == passes
     whole, _ = with_core(lifter, body, max_batch=1024, clip_chunk=1024)
     np.testing.assert_allclose(poses, whole, rtol=0, atol=TOLERANCE_MM)
+
+
+def test_core_tells_the_engine_a_push_is_alone_only_when_no_other_push_is_under_way(
+    lifter: Lifter, clip: Clip
+) -> None:
+    """A lone session's push may run inline (`Engine.run_windows(alone=True)`); pushes of concurrent
+    sessions are not alone, so they still meet in the batching worker."""
+    kp = clip.keypoints_px
+    seen: list[bool] = []
+
+    async def body(core: LiftingCore) -> None:
+        run_windows = core.engine.run_windows
+
+        async def spy(*args: Any, **kw: Any) -> np.ndarray:
+            seen.append(kw.get("alone", False))
+            return await run_windows(*args, **kw)
+
+        core.engine.run_windows = spy  # type: ignore[method-assign]
+        a, b = [await core.open_session(camera(clip), "") for _ in range(2)]
+        await core.push_frames(a.session_id, [FrameInput(0, kp[0])], "")
+        await asyncio.gather(*(core.push_frames(s.session_id, [FrameInput(1, kp[1])], "") for s in (a, b)))
+        assert core.pushes_in_flight == 0
+
+    with_core(lifter, body)
+    # The lone push; then a's push, alone when it reached the engine (b had not begun), and b's, which
+    # began while a's waited for the worker (this engine never runs inline).
+    assert seen == [True, True, False]
