@@ -24,9 +24,10 @@ from tests.service.testkit import (
 
 @pytest.fixture()
 def racing_live(store_kind: str, lifter: Lifter, request: pytest.FixtureRequest) -> Iterator[LiveServer]:
-    """A live server whose forward passes wait 50 ms for company, so that two writers' pushes overlap: both
+    """A live server whose forward passes wait 50 ms for company (none runs inline on the event loop, which
+    would finish a lone push before the other writer's began), so that two writers' pushes overlap: both
     read the session before either commits, and one commit must lose the compare-and-set."""
-    with serve(request, store_kind, lifter, batch_wait_ms=50.0) as server:
+    with serve(request, store_kind, lifter, batch_wait_ms=50.0, inline_when_idle=False) as server:
         yield server
 
 
