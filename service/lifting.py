@@ -139,6 +139,7 @@ class LiftingCore:
         self.metrics = metrics
         self.live_streams = 0  # StreamLift streams open on this worker now (the servicer counts them)
         self.pushes_in_flight = 0  # session pushes begun on this worker and not yet answered
+        self._last_pushed = ""  # the session of the push begun last on this worker
         # Saves the read before each commit, where reading is a round trip (memory: one session state each).
         self.sessions_seen = SessionCache(settings.session_cache if store.remote else 0)
         self.draining = False  # set at shutdown: readiness fails first, so balancers stop sending work
@@ -334,14 +335,20 @@ class LiftingCore:
         Returns:
             a `FrameOutput` for every frame, in the order given.
         """
+        # One session pushing on its own (its previous push was this worker's last, and no other is under
+        # way) has nothing to batch with. A push that never awaits (the in-process store, a frame run
+        # inline) never overlaps another, so "the only push under way" alone would hold for every push of
+        # many concurrent sessions and stop all batching; "the same session as the last push" does not.
+        repeat = session_id == self._last_pushed
+        self._last_pushed = session_id
         self.pushes_in_flight += 1
         try:
-            return await self._push_frames(session_id, frames, owner)
+            return await self._push_frames(session_id, frames, owner, repeat)
         finally:
             self.pushes_in_flight -= 1
 
     async def _push_frames(
-        self, session_id: str, frames: Sequence[FrameInput], owner: str
+        self, session_id: str, frames: Sequence[FrameInput], owner: str, repeat: bool
     ) -> list[FrameOutput]:
         self._check_frame_count(len(frames), ("frames",))
         if len(frames) > (limit := self.settings.poses_held):
@@ -372,8 +379,8 @@ class LiftingCore:
             win_kp, win_sc = causal_inputs(
                 state.history_kp, state.history_scores, kp_norm, sc_norm, self.window, step
             )
-            # The only push on this worker: nothing could share its pass, so it may skip the hand-off.
-            alone = self.pushes_in_flight == 1
+            # A lone session's push: nothing could share its pass, so it may skip the hand-off.
+            alone = repeat and self.pushes_in_flight == 1
             heads = await self.engine.run_windows(win_kp, win_sc, alone=alone)
             bones = state.bones if lifter.consistent_bones else None
             out, bones = finish(heads, win_sc, sc_norm, _camera_norm(state.camera), bones, lifter.has_root)

@@ -238,11 +238,12 @@ def test_core_sends_a_long_clip_in_pieces_small_while_streams_are_live(
     np.testing.assert_allclose(poses, whole, rtol=0, atol=TOLERANCE_MM)
 
 
-def test_core_tells_the_engine_a_push_is_alone_only_when_no_other_push_is_under_way(
+def test_core_tells_the_engine_a_push_is_alone_only_for_one_session_pushing_on_its_own(
     lifter: Lifter, clip: Clip
 ) -> None:
-    """A lone session's push may run inline (`Engine.run_windows(alone=True)`); pushes of concurrent
-    sessions are not alone, so they still meet in the batching worker."""
+    """A push may run inline (`Engine.run_windows(alone=True)`) only when its session also made the
+    worker's previous push and no other push is under way; sessions taking turns, even one push at a
+    time (the in-process store never yields, so their pushes never overlap), still meet in the worker."""
     kp = clip.keypoints_px
     seen: list[bool] = []
 
@@ -254,12 +255,16 @@ def test_core_tells_the_engine_a_push_is_alone_only_when_no_other_push_is_under_
             return await run_windows(*args, **kw)
 
         core.engine.run_windows = spy  # type: ignore[method-assign]
-        a, b = [await core.open_session(camera(clip), "") for _ in range(2)]
-        await core.push_frames(a.session_id, [FrameInput(0, kp[0])], "")
-        await asyncio.gather(*(core.push_frames(s.session_id, [FrameInput(1, kp[1])], "") for s in (a, b)))
+        a, b = [(await core.open_session(camera(clip), "")).session_id for _ in range(2)]
+        for session, seq in ((a, 0), (a, 1), (b, 0), (a, 2)):
+            await core.push_frames(session, [FrameInput(seq, kp[seq])], "")
+        await core.push_frames(a, [FrameInput(3, kp[3])], "")  # a again: alone
+        await asyncio.gather(
+            core.push_frames(a, [FrameInput(4, kp[4])], ""), core.push_frames(b, [FrameInput(1, kp[1])], "")
+        )
         assert core.pushes_in_flight == 0
 
     with_core(lifter, body)
-    # The lone push; then a's push, alone when it reached the engine (b had not begun), and b's, which
-    # began while a's waited for the worker (this engine never runs inline).
-    assert seen == [True, True, False]
+    # a's first push (no previous), a again, b, a after b, a again; then a and b together: a repeats the
+    # last session but b's push begins while a's waits for the worker, and b is not the last session.
+    assert seen == [False, True, False, False, True, True, False]
