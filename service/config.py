@@ -86,9 +86,10 @@ class Settings(BaseSettings):
     )
     inline_when_idle: bool = Field(
         default=True,
-        description="run a session push's forward pass on the event loop itself when it is the worker's only "
-        "push under way and the batching worker is idle, instead of handing it to the worker and back (two "
-        "thread wake-ups); under concurrent load pushes are batched as before",
+        description="run a session push's forward pass on the event loop itself when its session is pushing "
+        "on its own (it made the worker's previous push too, no other push is under way, the batching "
+        "worker is idle), instead of handing it to the worker and back (two thread wake-ups); concurrent "
+        "sessions' pushes are batched as before",
     )
     torch_threads: int = Field(
         default=0,
