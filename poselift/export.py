@@ -74,12 +74,16 @@ class WindowHeads(nn.Module):
     def forward(self, keypoints_norm: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         if not self.flip:
             return self._heads(keypoints_norm, scores)
+        # The constants follow the input: the model may sit on another device than this wrapper was made on.
+        device = keypoints_norm.device
+        swap_joints, swap_rows = self.swap_joints.to(device), self.swap_rows.to(device)
+        negate_x = self.negate_x.to(device=device, dtype=keypoints_norm.dtype)
         n = keypoints_norm.shape[0]
-        mirrored = keypoints_norm[:, :, self.swap_joints] * self.negate_x[:2]
+        mirrored = keypoints_norm[:, :, swap_joints] * negate_x[:2]
         heads = self._heads(
-            torch.cat([keypoints_norm, mirrored]), torch.cat([scores, scores[:, :, self.swap_joints]])
+            torch.cat([keypoints_norm, mirrored]), torch.cat([scores, scores[:, :, swap_joints]])
         )
-        return 0.5 * (heads[:n] + heads[n:][:, :, self.swap_rows] * self.negate_x)
+        return 0.5 * (heads[:n] + heads[n:][:, :, swap_rows] * negate_x.to(heads.dtype))
 
     def _heads(self, keypoints_norm: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         if isinstance(self.model, TemporalConvLifter):

@@ -168,3 +168,13 @@ def test_test_time_flip_makes_the_network_mirror_equivariant():
 def test_the_shipped_tcn_flips_and_the_paper_models_do_not():
     assert load_checkpoint("tcn")[0].config.test_time_flip
     assert not any(load_checkpoint(name)[0].config.test_time_flip for name in ("seq2seq", "framewise"))
+
+
+def test_test_time_flip_follows_the_model_to_another_device():
+    """The flip's constants go where the input is: a flipping tcn on CUDA must not meet CPU tensors. The
+    meta device stands in for a GPU here (shapes only); on a GPU machine the CUDA tests run the real thing."""
+    model = _tcn(True)
+    heads = WindowHeads(model)  # made while the model was on the CPU, as a runtime is before `.to`
+    model.to("meta")
+    out = heads(torch.zeros(2, 9, 17, 2, device="meta"), torch.ones(2, 9, 17, device="meta"))
+    assert out.shape == (2, 2, 18, 3) and out.device.type == "meta"
