@@ -66,15 +66,17 @@ class WindowHeads(nn.Module):
         super().__init__()
         self.model = model
         self.flip = bool(model.config.test_time_flip)
-        perm = torch.as_tensor(flip_permutation(), dtype=torch.long)
+        device = next(model.parameters()).device  # made where the model is, so `.to` below is a no-op
+        perm = torch.as_tensor(flip_permutation(), dtype=torch.long, device=device)
+        rows = torch.cat([perm, torch.tensor([NUM_JOINTS], device=device)])
         self.register_buffer("swap_joints", perm, persistent=False)
-        self.register_buffer("swap_rows", torch.cat([perm, torch.tensor([NUM_JOINTS])]), persistent=False)
-        self.register_buffer("negate_x", torch.tensor([-1.0, 1.0, 1.0]), persistent=False)
+        self.register_buffer("swap_rows", rows, persistent=False)
+        self.register_buffer("negate_x", torch.tensor([-1.0, 1.0, 1.0], device=device), persistent=False)
 
     def forward(self, keypoints_norm: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         if not self.flip:
             return self._heads(keypoints_norm, scores)
-        # The constants follow the input: the model may sit on another device than this wrapper was made on.
+        # The constants follow the input: the model may have moved since (no copy when it has not).
         device = keypoints_norm.device
         swap_joints, swap_rows = self.swap_joints.to(device), self.swap_rows.to(device)
         negate_x = self.negate_x.to(device=device, dtype=keypoints_norm.dtype)

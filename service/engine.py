@@ -1,4 +1,5 @@
-"""Batched inference: one worker thread groups concurrent requests into one forward pass, off the event loop.
+"""Batched inference: one worker thread groups concurrent requests into one forward pass, off the event loop
+(except a lone session's few windows, which may run on the caller's thread: `run_windows(alone=True)`).
 
 Every request (a whole `/v1/lift` clip, or the new frames of one session push) hands the engine its causal
 windows. The worker takes the first waiting request, then every request already queued (they piled up while
@@ -36,6 +37,10 @@ log = logging.getLogger(__name__)
 
 
 LIVE_SETTLE_S = 0.001  # after a pass of live frames, the pause before a clip piece batched with them
+# The most windows a pass run inline may hold: a streamed frame's one (a few from a camera faster than the
+# model's rate). A larger push (a REST session batch of up to POSELIFT_POSES_HELD frames) would hold the
+# event loop, and every other client on it, for its whole pass: it goes to the worker.
+INLINE_MAX_WINDOWS = 4
 
 
 @dataclass
@@ -140,10 +145,11 @@ class Engine:
             scores: (N, W, 17) float32.
             bulk: a piece of a long clip, not a live frame: when a batch holds both, the live frames'
                 windows go first, in a pass of their own.
-            alone: the caller knows no other request of its event loop is under way (one stream's
-                frame): with `inline_when_idle`, and no request queued or in a pass, the pass runs right
-                here on the calling thread, sparing the two thread wake-ups of the hand-off to the worker
-                and back (~0.1-0.4 ms per frame measured on 2 vCPUs, docs/performance.md).
+            alone: the caller knows no other caller of this engine is under way (one stream's frame; the
+                service has one event loop and one engine per process): with `inline_when_idle`, no request
+                queued or in a pass and at most `INLINE_MAX_WINDOWS` windows, the pass runs right here on
+                the calling thread, sparing the two thread wake-ups of the hand-off to the worker and back
+                (~0.1-0.4 ms per frame measured on 2 vCPUs, docs/performance.md).
 
         Returns:
             (N, 2, 18, 3) float32 heads: [:, 0] newest frame, [:, 1] centre frame; rows 0-16 the pose (mm),
@@ -160,7 +166,13 @@ class Engine:
                 raise Unavailable("the service is shutting down")
             if self._thread is None:
                 raise Unavailable("the model is not loaded yet")
-            inline = self.inline_when_idle and alone and not bulk and self._pending == 0
+            inline = (
+                self.inline_when_idle
+                and alone
+                and not bulk
+                and len(job.windows_norm) <= INLINE_MAX_WINDOWS
+                and self._pending == 0
+            )
             self._pending += 1
             if not inline:
                 job.future.add_done_callback(self._done)
@@ -168,6 +180,9 @@ class Engine:
         if inline:  # nothing to batch with: skip the hand-off to the worker and back
             try:
                 return self._forward([job])
+            except Exception:
+                log.exception("forward pass failed (inline)")
+                raise
             finally:
                 self._done(job.future)
         self.metrics.queue_depth.set(self._queue.qsize())

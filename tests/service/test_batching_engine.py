@@ -13,7 +13,7 @@ import pytest
 
 from poselift import Lifter
 from poselift.checkpoint import read_metadata, resolve
-from service.engine import Engine
+from service.engine import INLINE_MAX_WINDOWS, Engine
 from service.errors import Unavailable
 from tests.service.testkit import CHECKPOINT, TOLERANCE_MM
 
@@ -242,22 +242,24 @@ def test_engine_runs_a_lone_live_request_on_the_callers_thread_only_when_idle(li
     engine.start()
     w, s = windows(2, 0)
     try:
+        big_w, big_s = windows(INLINE_MAX_WINDOWS + 1, 1)
 
         async def each_kind() -> list[np.ndarray]:
             return [
                 await engine.run_windows(w, s, alone=True),  # idle and alone: inline
                 await engine.run_windows(w, s),  # not known to be alone: the worker
                 await engine.run_windows(w, s, bulk=True, alone=True),  # a clip piece: the worker
+                await engine.run_windows(big_w, big_s, alone=True),  # too many windows: the worker
             ]
 
         results = asyncio.run(each_kind())
     finally:
         engine.stop()
     me = threading.current_thread().name
-    assert recording.threads == [me, "poselift-batcher", "poselift-batcher"]
-    for got in results:  # the same poses whichever thread ran the pass
-        np.testing.assert_allclose(got, lifter.run_windows(w, s), rtol=0, atol=TOLERANCE_MM)
-    assert sample(engine, "poselift_batch_requests_count") == 3  # every pass is counted
+    assert recording.threads == [me] + ["poselift-batcher"] * 3
+    for got, (gw, gs) in zip(results, [(w, s)] * 3 + [(big_w, big_s)], strict=True):  # same poses anywhere
+        np.testing.assert_allclose(got, lifter.run_windows(gw, gs), rtol=0, atol=TOLERANCE_MM)
+    assert sample(engine, "poselift_batch_requests_count") == 4  # every pass is counted
 
 
 def test_engine_sends_a_lone_request_to_the_worker_while_a_pass_is_under_way(lifter: Lifter) -> None:

@@ -262,9 +262,17 @@ def test_core_tells_the_engine_a_push_is_alone_only_for_one_session_pushing_on_i
         await asyncio.gather(
             core.push_frames(a, [FrameInput(4, kp[4])], ""), core.push_frames(b, [FrameInput(1, kp[1])], "")
         )
+        await core.push_frames(a, [FrameInput(5, kp[5])], "")
+        # Two pushes of a at once (a client's retry racing its original): the second begins while the first
+        # waits for the worker, so it is not alone although it repeats the last session; its commit then
+        # loses to the first's and it is recomputed, alone by then.
+        await asyncio.gather(
+            core.push_frames(a, [FrameInput(6, kp[6])], ""), core.push_frames(a, [FrameInput(7, kp[7])], "")
+        )
         assert core.pushes_in_flight == 0
 
     with_core(lifter, body)
     # a's first push (no previous), a again, b, a after b, a again; then a and b together: a repeats the
-    # last session but b's push begins while a's waits for the worker, and b is not the last session.
-    assert seen == [False, True, False, False, True, True, False]
+    # last session but b's push begins while a's waits for the worker, and b is not the last session; a
+    # after b; then a twice at once: alone, not alone (another push in flight), the recomputation alone.
+    assert seen == [False, True, False, False, True, True, False, False, True, False, True]
