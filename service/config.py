@@ -88,8 +88,8 @@ class Settings(BaseSettings):
         default=True,
         description="run a session push's forward pass on the event loop itself when its session is pushing "
         "on its own (it made the worker's previous push too, no other push is under way, the batching "
-        "worker is idle), instead of handing it to the worker and back (two thread wake-ups); concurrent "
-        "sessions' pushes are batched as before",
+        "worker is idle) and brings at most 4 windows, instead of handing it to the worker and back (two "
+        "thread wake-ups); concurrent sessions' pushes are batched as before",
     )
     torch_threads: int = Field(
         default=0,

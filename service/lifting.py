@@ -126,7 +126,11 @@ async def _run(off_loop: bool, work: Callable[..., _T], *args: Any) -> _T:
 
 @functools.lru_cache(maxsize=1024)  # a session's camera never changes: once per camera, not per frame
 def _camera_norm(camera: Camera) -> tuple[float, np.ndarray]:
-    return camera_in_normalised_units(camera.width, camera.height, camera.focal_px, camera.principal_px)
+    focal, principal = camera_in_normalised_units(
+        camera.width, camera.height, camera.focal_px, camera.principal_px
+    )
+    principal.setflags(write=False)  # one array shared by every frame of every session with this camera
+    return focal, principal
 
 
 class LiftingCore:
