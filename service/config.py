@@ -126,6 +126,12 @@ class Settings(BaseSettings):
         le=10_000,
         description="connections to Redis at most; further concurrent calls wait for one (store timeout)",
     )
+    redis_pipeline: bool = Field(
+        default=True,
+        description="send the commits of the sessions pushing in the same turn of the event loop to Redis as "
+        "one pipeline (one round trip) instead of one call each; one Redis server only (a cluster's "
+        "commits go one call each)",
+    )
     session_cache: int = Field(
         default=4096,
         ge=0,

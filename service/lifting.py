@@ -392,7 +392,10 @@ class LiftingCore:
                 seqs[new], kp_norm, sc_norm, out, self.settings.poses_held, history, bones
             )
             try:
-                written, state = await self.store.commit(updated, expected_revision=state.revision)
+                # The only push under way has no commit to share a pipeline with.
+                written, state = await self.store.commit(
+                    updated, expected_revision=state.revision, alone=self.pushes_in_flight == 1
+                )
             except SessionNotFound:
                 self.sessions_seen.drop(session_id)
                 raise
@@ -528,6 +531,7 @@ async def serving_core(
         settings.max_sessions,
         on_error=lambda operation: metrics.store_errors.labels(operation).inc(),
         redis_connections=settings.redis_connections,
+        pipeline_commits=settings.redis_pipeline,
     )
     try:
         yield LiftingCore(settings, engine, store, metrics)

@@ -17,7 +17,9 @@ push is compute → `commit(new_state, expected_revision)`: the commit applies o
 still the one the push computed from (a Lua script in Redis, a check with no await before the write in
 memory), so concurrent writers to one session never interleave, lose or duplicate frames. A refused commit
 hands back the stored state in the same round trip, so the loser recomputes without another read, and a
-replica that remembers the state it last wrote needs one store round trip per push. A revision token, not
+replica that remembers the state it last wrote needs one store round trip per push; the commits of sessions
+pushing in the same turn of the event loop share one (`_CommitPipeline`, one Redis server; each is still its
+own atomic script). A revision token, not
 `last_seq`, is compared because two different histories can share a `last_seq` (a store that lost its last
 writes in a crash, then took a different writer's frames): a token never repeats. Both stores share the
 encoding below, so their semantics are identical by construction.
@@ -42,6 +44,7 @@ from redis import exceptions as redis_errors
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
 from redis.crc import key_slot
 
 from poselift.sequence import BoneState, SequenceOutput
@@ -274,11 +277,15 @@ class SessionStore(Protocol):
         """The session with its remaining TTL; raises `SessionNotFound`."""
         ...
 
-    async def commit(self, state: SessionState, expected_revision: str) -> tuple[bool, SessionState]:
+    async def commit(
+        self, state: SessionState, expected_revision: str, alone: bool = False
+    ) -> tuple[bool, SessionState]:
         """Replace the session by `state`, refreshing its TTL, if its revision is still `expected_revision`.
 
         One round trip either way. Returns (True, `state`) when written; (False, the stored state) when
         another writer committed first (nothing written). Raises `SessionNotFound` if the session is gone.
+        `alone`: the caller knows no other commit is coming now, so a store that gathers concurrent commits
+        (`_CommitPipeline`) sends this one at once.
         """
         ...
 
@@ -338,7 +345,9 @@ class MemorySessionStore:
             raise SessionNotFound(session_id)
         return decode(session_id, entry[0], max(entry[1] - time.monotonic(), 0.0))
 
-    async def commit(self, state: SessionState, expected_revision: str) -> tuple[bool, SessionState]:
+    async def commit(
+        self, state: SessionState, expected_revision: str, alone: bool = False
+    ) -> tuple[bool, SessionState]:
         # No await between the check and the write: atomic on the event loop.
         entry = self._live(state.session_id)
         if entry is None:
@@ -491,6 +500,94 @@ _UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
 )
 
 
+class _CommitPipeline:
+    """Commits made in one turn of the event loop, sent to one Redis as one pipeline.
+
+    Under many streams the sessions whose windows shared a model pass all commit in the same turn of the loop;
+    sent one call each, every commit pays redis-py's per-call path (a pooled connection taken and given back,
+    a write, a read woken for its reply), about 140 us of the event loop per frame against 65 us pipelined
+    (docs/performance.md). The first commit of a turn schedules a flush for the next turn, which sends every
+    commit queued by then in one non-transactional pipeline; each caller gets its own script's reply or error,
+    exactly as from its own call (each commit is still its own atomic script, checking its own revision). A
+    lone commit waits one turn of the loop for company. Flushes do not wait for each other: the commits of
+    the next turn go out at once, on another pooled connection.
+    """
+
+    def __init__(self, client: aioredis.Redis, script: AsyncScript):
+        self._client = client
+        self._script = script
+        self._queued: list[tuple[list[str], list[bytes | str | int], asyncio.Future[object]]] = []
+        self._flush_scheduled = False
+        self._flushes: set[asyncio.Task[None]] = set()
+
+    async def send(self, keys: list[str], args: list[bytes | str | int]) -> object:
+        """The commit script's reply for `keys` / `args`, sent with the others of this turn."""
+        future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        self._queued.append((keys, args, future))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            flush = asyncio.create_task(
+                self._flush()
+            )  # its first step runs next turn: the batch is then full
+            self._flushes.add(flush)
+            flush.add_done_callback(self._flushes.discard)
+        return await future
+
+    async def _flush(self) -> None:
+        batch, self._queued, self._flush_scheduled = self._queued, [], False
+        batch = [item for item in batch if not item[2].done()]  # a caller whose time ran out has gone
+        if not batch:
+            return
+        try:
+            if len(batch) == 1:  # no company came: a plain call costs less than a pipeline of one
+                keys, args, _ = batch[0]
+                replies = [await self._script(keys=keys, args=args)]
+            else:
+                replies = await self._execute([(keys, args) for keys, args, _ in batch])
+        except BaseException as error:  # the connection failed, or the store is closing: every caller hears
+            for *_, future in batch:
+                if future.done():
+                    continue
+                if isinstance(error, Exception):
+                    future.set_exception(error)
+                else:
+                    future.cancel()
+            if not isinstance(error, Exception):
+                raise
+            return
+        for (*_, future), reply in zip(batch, replies, strict=True):
+            if future.done():
+                continue
+            if isinstance(reply, Exception):
+                future.set_exception(reply)
+            else:
+                future.set_result(reply)
+
+    async def _execute(self, calls: list[tuple[list[str], list[bytes | str | int]]]) -> list[object]:
+        """One reply (or the error Redis answered) per call; a script Redis lost (a restart, SCRIPT FLUSH)
+        is loaded again and its calls re-sent once."""
+        replies = await self._pipeline(calls)
+        lost = [i for i, reply in enumerate(replies) if isinstance(reply, redis_errors.NoScriptError)]
+        if lost:
+            await self._client.script_load(self._script.script)
+            for i, reply in zip(lost, await self._pipeline([calls[i] for i in lost]), strict=True):
+                replies[i] = reply
+        return replies
+
+    async def _pipeline(self, calls: list[tuple[list[str], list[bytes | str | int]]]) -> list[object]:
+        # Plain EVALSHA, not the Script object: a pipeline that holds Script calls first asks Redis whether
+        # it has the scripts (SCRIPT EXISTS), a second round trip on every flush.
+        async with self._client.pipeline(transaction=False) as pipe:
+            for keys, args in calls:
+                pipe.evalsha(self._script.sha, len(keys), *keys, *args)
+            return list(await pipe.execute(raise_on_error=False))
+
+    async def aclose(self) -> None:
+        """Let the flushes under way finish (their callers are waiting for them)."""
+        if self._flushes:
+            await asyncio.gather(*self._flushes, return_exceptions=True)
+
+
 class RedisSessionStore:
     """Sessions in Redis (one server or a cluster), one hash per session, commits by a Lua compare-and-set on
     the revision token.
@@ -511,11 +608,14 @@ class RedisSessionStore:
         on_error: Callable[[str], None] | None = None,
         layout: KeyLayout = KeyLayout(),
         max_in_flight: int = 0,
+        pipeline_commits: bool = False,
     ):
         """
         Args:
             layout: the key names (`KeyLayout(cluster_tags())` on a cluster).
             max_in_flight: calls at once at most (0: no bound); more wait their turn within `timeout_s`.
+            pipeline_commits: send the commits made in one turn of the event loop as one pipeline (one
+                round trip on one connection, `_CommitPipeline`); one server only, not a cluster.
         """
         self.client = client
         self.ttl_s = ttl_s
@@ -527,6 +627,12 @@ class RedisSessionStore:
         self._commit_script = client.register_script(_COMMIT_LUA)
         self._load_script = client.register_script(_LOAD_LUA)
         self._delete_script = client.register_script(_DELETE_LUA)
+        # A cluster's commits go one call each: its pipelines split by node and re-route after a failover.
+        self._commits = (
+            _CommitPipeline(client, self._commit_script)
+            if pipeline_commits and not isinstance(client, RedisCluster)
+            else None
+        )
 
     @classmethod
     def from_url(
@@ -536,6 +642,7 @@ class RedisSessionStore:
         timeout_s: float = 0.5,
         on_error: Callable[[str], None] | None = None,
         max_connections: int = 64,
+        pipeline_commits: bool = True,
     ) -> RedisSessionStore:
         """A store on a new client for `url` (a cluster for `redis+cluster://`) with bounded timeouts and one
         immediate reconnect attempt.
@@ -544,6 +651,8 @@ class RedisSessionStore:
             max_connections: connections to Redis (to each node of a cluster) at most; a call that finds them
                 all busy waits for one (within `timeout_s`) rather than failing, so many concurrent streams
                 queue, not error.
+            pipeline_commits: pipeline the commits of one event-loop turn (one server only; a cluster's
+                commits go one call each).
         """
         if is_cluster_url(url):
             cluster = cluster_client(url, timeout_s, max_connections)
@@ -558,7 +667,8 @@ class RedisSessionStore:
             retry=Retry(NoBackoff(), 1),  # one retry on a fresh connection: survives a restarted Redis
             health_check_interval=30,
         )
-        return cls(aioredis.Redis(connection_pool=pool), ttl_s, timeout_s, on_error)
+        client = aioredis.Redis(connection_pool=pool)
+        return cls(client, ttl_s, timeout_s, on_error, pipeline_commits=pipeline_commits)
 
     def key(self, session_id: str) -> str:
         """The session's hash."""
@@ -617,9 +727,16 @@ class RedisSessionStore:
         fields = dict(zip(flat[::2], flat[1::2], strict=True))
         return decode(session_id, fields, max(int(pttl), 0) / 1000.0)
 
-    async def commit(self, state: SessionState, expected_revision: str) -> tuple[bool, SessionState]:
+    async def commit(
+        self, state: SessionState, expected_revision: str, alone: bool = False
+    ) -> tuple[bool, SessionState]:
         args = self._write_args(state, encode_progress(state), expected_revision)
-        result = await self._call("commit", self._commit_script(keys=self._keys(state.session_id), args=args))
+        keys = self._keys(state.session_id)
+        if self._commits is None or alone:
+            call = self._commit_script(keys=keys, args=args)
+        else:
+            call = self._commits.send(keys, args)
+        result = await self._call("commit", call)
         if result[0] == -1:
             raise SessionNotFound(state.session_id)
         if result[0] == 1:
@@ -660,6 +777,8 @@ class RedisSessionStore:
         return sum(int(total) for total in totals)  # type: ignore[call-overload]
 
     async def close(self) -> None:
+        if self._commits is not None:
+            await self._commits.aclose()
         if isinstance(self.client, RedisCluster):
             await self.client.aclose()  # its nodes' connections too
         else:
@@ -673,9 +792,12 @@ def build_store(
     max_sessions: int,
     on_error: Callable[[str], None] | None = None,
     redis_connections: int = 64,
+    pipeline_commits: bool = True,
 ) -> SessionStore:
     """Redis (one server, or a cluster for `redis+cluster://`) when a URL is given, else the in-process
     store."""
     if redis_url:
-        return RedisSessionStore.from_url(redis_url, ttl_s, timeout_s, on_error, redis_connections)
+        return RedisSessionStore.from_url(
+            redis_url, ttl_s, timeout_s, on_error, redis_connections, pipeline_commits
+        )
     return MemorySessionStore(ttl_s, max_sessions)

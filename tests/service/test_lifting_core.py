@@ -34,11 +34,13 @@ class RacingStore(MemorySessionStore):
         self.races = races
         self.rival: Callable[[], Awaitable[Any]] | None = None
 
-    async def commit(self, state: SessionState, expected_revision: str) -> tuple[bool, SessionState]:
+    async def commit(
+        self, state: SessionState, expected_revision: str, alone: bool = False
+    ) -> tuple[bool, SessionState]:
         if self.races > 0 and self.rival is not None:
             self.races -= 1
             await self.rival()
-        return await super().commit(state, expected_revision)
+        return await super().commit(state, expected_revision, alone)
 
 
 def with_core(

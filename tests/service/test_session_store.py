@@ -34,9 +34,10 @@ CAMERA_WITH_INTRINSICS = Camera("h36m17", 1920.0, 1080.0, 30.0, 1450.5, (955.25,
 StoreFactory = Callable[..., SessionStore]
 
 
-@pytest.fixture(params=["memory", "redis", "cluster"])
+@pytest.fixture(params=["memory", "redis", "redis-calls", "cluster"])
 def store_kind(request: pytest.FixtureRequest) -> str:
-    """Every store: in-process, one redis-server, and a Redis Cluster of 3 masters with replicas."""
+    """Every store: in-process, one redis-server (commits pipelined, the default, and one call each), and a
+    Redis Cluster of 3 masters with replicas."""
     return str(request.param)
 
 
@@ -54,7 +55,10 @@ def make_store(store_kind: str, request: pytest.FixtureRequest) -> StoreFactory:
         return lambda ttl_s=60, **kw: RedisSessionStore.from_url(cluster.url, ttl_s, timeout_s=3.0)
     server: RedisServer = request.getfixturevalue("redis_server")
     server.flush()  # a clean keyspace: counts and expiries are this test's own
-    return lambda ttl_s=60, **kw: RedisSessionStore.from_url(server.url, ttl_s, timeout_s=0.5)
+    pipelined = store_kind == "redis"
+    return lambda ttl_s=60, **kw: RedisSessionStore.from_url(
+        server.url, ttl_s, timeout_s=0.5, pipeline_commits=pipelined
+    )
 
 
 def run(make_store: StoreFactory, body: Callable[[SessionStore], Awaitable[Any]], **kw: Any) -> Any:
@@ -378,7 +382,9 @@ def test_store_redis_more_concurrent_calls_than_connections_wait_not_fail(redis_
 
     async def body() -> list[bool]:
         # The largest store timeout the settings allow: the last of 256 calls queues behind 32 rounds of 8.
-        store = RedisSessionStore.from_url(redis_server.url, 60, timeout_s=1.0, max_connections=8)
+        store = RedisSessionStore.from_url(
+            redis_server.url, 60, timeout_s=1.0, max_connections=8, pipeline_commits=False
+        )
         try:
             starts = [state(f"{k:032d}") for k in range(256)]
             await asyncio.gather(*[store.create(s) for s in starts])
@@ -388,6 +394,75 @@ def test_store_redis_more_concurrent_calls_than_connections_wait_not_fail(redis_
             await store.close()
 
     assert all(asyncio.run(body()))
+
+
+def _clients(url: str) -> int:
+    """Connections the redis-server at `url` holds, besides the one asking."""
+    client = redis.Redis.from_url(url)
+    try:
+        return len(client.client_list()) - 1
+    finally:
+        client.close()
+
+
+def test_store_redis_commits_of_one_turn_go_as_one_pipeline(own_redis: RedisServer) -> None:
+    """16 sessions committing at once: every commit lands, over one connection (sent one call each, the
+    pool would open one per commit under way)."""
+
+    async def body(pipelined: bool) -> tuple[list[bool], int]:
+        own_redis.flush()
+        store = RedisSessionStore.from_url(own_redis.url, 60, timeout_s=1.0, pipeline_commits=pipelined)
+        try:
+            starts = [state(f"{k:032d}") for k in range(16)]
+            for start in starts:  # one after another: one connection
+                await store.create(start)
+            commits = [store.commit(s.advance(*frames([0]), poses_held=8), s.revision) for s in starts]
+            written = [ok for ok, _ in await asyncio.gather(*commits)]
+            return written, _clients(own_redis.url)
+        finally:
+            await store.close()
+
+    written, connections = asyncio.run(body(pipelined=True))
+    assert all(written) and connections == 1
+    written, connections = asyncio.run(body(pipelined=False))
+    assert all(written) and connections == 16  # what the pipeline saves
+
+
+def test_store_redis_pipelined_commits_are_each_checked_on_their_own(own_redis: RedisServer) -> None:
+    """In one pipeline: a commit on the current revision lands, a stale one is refused with the stored state,
+    one for a deleted session is SessionNotFound, and a lost script (SCRIPT FLUSH) is loaded again."""
+
+    async def body() -> tuple[object, ...]:
+        store = RedisSessionStore.from_url(own_redis.url, 60, timeout_s=1.0)
+        try:
+            a, b, gone = state("a" * 32), state("b" * 32), state("c" * 32)
+            for s in (a, b, gone):
+                await store.create(s)
+            b1 = b.advance(*frames([0]), poses_held=8)
+            assert (await store.commit(b1, b.revision))[0]
+            await store.delete(gone.session_id)
+            with redis.Redis.from_url(own_redis.url) as admin:
+                admin.script_flush()
+            a1 = a.advance(*frames([0]), poses_held=8)
+            stale = b.advance(*frames([0], value=0.75), poses_held=8)  # computed from b's old revision
+            orphan = gone.advance(*frames([0]), poses_held=8)
+            replies = await asyncio.gather(
+                store.commit(a1, a.revision),
+                store.commit(stale, b.revision),
+                store.commit(orphan, gone.revision),
+                return_exceptions=True,
+            )
+            return (*replies, b1, await store.load(a.session_id))
+        finally:
+            await store.close()
+
+    landed, refused, missing, b1, a_now = asyncio.run(body())
+    assert landed[0] is True  # type: ignore[index]
+    assert a_now.last_seq == 0  # type: ignore[attr-defined]
+    written, stored = refused  # type: ignore[misc]
+    assert written is False and stored.revision == b1.revision  # type: ignore[attr-defined]
+    assert np.array_equal(stored.history_kp, b1.history_kp)  # type: ignore[attr-defined]
+    assert isinstance(missing, SessionNotFound)
 
 
 def test_store_another_release_format_is_incompatible_not_an_error() -> None:
