@@ -352,6 +352,8 @@ class MemorySessionStore:
         entry = self._live(state.session_id)
         if entry is None:
             raise SessionNotFound(state.session_id)
+        if entry[0][b"rev"] == state.revision.encode():  # this commit already applied (as Redis answers it)
+            return True, state
         if entry[0][b"rev"] != expected_revision.encode():
             return False, decode(state.session_id, entry[0], max(entry[1] - time.monotonic(), 0.0))
         fields = {**entry[0], **encode_progress(state)}
@@ -509,70 +511,87 @@ class _CommitPipeline:
     (docs/performance.md). The first commit of a turn schedules a flush for the next turn, which sends every
     commit queued by then in one non-transactional pipeline; each caller gets its own script's reply or error,
     exactly as from its own call (each commit is still its own atomic script, checking its own revision). A
-    lone commit waits one turn of the loop for company. Flushes do not wait for each other: the commits of
-    the next turn go out at once, on another pooled connection.
+    commit queued alone waits one turn of the loop for company (a caller that knows it is alone calls the
+    script directly). Flushes do not wait for each other: the commits of the next turn go out at once, on
+    another pooled connection. A flush is bounded by the store's timeout, as a direct call is, so a stalled
+    Redis never holds a connection past its callers' deadlines.
     """
 
-    def __init__(self, client: aioredis.Redis, script: AsyncScript):
+    def __init__(self, client: aioredis.Redis, script: AsyncScript, timeout_s: float):
         self._client = client
         self._script = script
+        self._timeout_s = timeout_s
         self._queued: list[tuple[list[str], list[bytes | str | int], asyncio.Future[object]]] = []
-        self._flush_scheduled = False
+        self._next: asyncio.Task[None] | None = None  # the flush scheduled, not yet started
         self._flushes: set[asyncio.Task[None]] = set()
 
     async def send(self, keys: list[str], args: list[bytes | str | int]) -> object:
         """The commit script's reply for `keys` / `args`, sent with the others of this turn."""
         future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
         self._queued.append((keys, args, future))
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            flush = asyncio.create_task(
-                self._flush()
-            )  # its first step runs next turn: the batch is then full
-            self._flushes.add(flush)
-            flush.add_done_callback(self._flushes.discard)
+        if self._next is None:
+            # Its first step runs next turn, when this turn's commits are all queued.
+            self._next = asyncio.create_task(self._flush())
+            self._flushes.add(self._next)
+            self._next.add_done_callback(self._done)
         return await future
 
-    async def _flush(self) -> None:
-        batch, self._queued, self._flush_scheduled = self._queued, [], False
-        batch = [item for item in batch if not item[2].done()]  # a caller whose time ran out has gone
-        if not batch:
-            return
-        try:
-            if len(batch) == 1:  # no company came: a plain call costs less than a pipeline of one
-                keys, args, _ = batch[0]
-                replies = [await self._script(keys=keys, args=args)]
-            else:
-                replies = await self._execute([(keys, args) for keys, args, _ in batch])
-        except BaseException as error:  # the connection failed, or the store is closing: every caller hears
-            for *_, future in batch:
-                if future.done():
-                    continue
-                if isinstance(error, Exception):
-                    future.set_exception(error)
-                else:
-                    future.cancel()
-            if not isinstance(error, Exception):
-                raise
-            return
-        for (*_, future), reply in zip(batch, replies, strict=True):
-            if future.done():
-                continue
-            if isinstance(reply, Exception):
-                future.set_exception(reply)
-            else:
-                future.set_result(reply)
+    def _done(self, flush: asyncio.Task[None]) -> None:
+        self._flushes.discard(flush)
+        if self._next is flush:  # cancelled before it started (the loop is closing): nobody will send these
+            self._next = None
+            batch, self._queued = self._queued, []
+            self._fail(batch, redis_errors.ConnectionError("the session store is closing"))
 
-    async def _execute(self, calls: list[tuple[list[str], list[bytes | str | int]]]) -> list[object]:
-        """One reply (or the error Redis answered) per call; a script Redis lost (a restart, SCRIPT FLUSH)
-        is loaded again and its calls re-sent once."""
-        replies = await self._pipeline(calls)
-        lost = [i for i, reply in enumerate(replies) if isinstance(reply, redis_errors.NoScriptError)]
+    @staticmethod
+    def _fail(
+        batch: list[tuple[list[str], list[bytes | str | int], asyncio.Future[object]]], error: Exception
+    ) -> None:
+        for *_, future in batch:
+            if not future.done():
+                future.set_exception(error)
+
+    @staticmethod
+    def _settle(future: asyncio.Future[object], reply: object) -> None:
+        if future.done():  # its caller's time ran out
+            return
+        if isinstance(reply, Exception):
+            future.set_exception(reply)
+        else:
+            future.set_result(reply)
+
+    async def _flush(self) -> None:
+        batch, self._queued, self._next = self._queued, [], None
+        batch = [item for item in batch if not item[2].done()]  # a caller whose time ran out has gone
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                await self._send(batch)
+        except Exception as error:  # the connection failed or timed out: every caller not yet answered hears
+            self._fail(batch, error)
+        except BaseException:  # cancelled (the loop is closing)
+            self._fail(batch, redis_errors.ConnectionError("the session store is closing"))
+            raise
+
+    async def _send(
+        self, batch: list[tuple[list[str], list[bytes | str | int], asyncio.Future[object]]]
+    ) -> None:
+        if len(batch) == 1:  # no company came: a plain call (with its own NOSCRIPT handling) costs less
+            keys, args, future = batch[0]
+            self._settle(future, await self._script(keys=keys, args=args))
+            return
+        replies = await self._pipeline([(keys, args) for keys, args, _ in batch])
+        lost = []
+        for item, reply in zip(batch, replies, strict=True):
+            if isinstance(reply, redis_errors.NoScriptError):  # Redis restarted or flushed its scripts
+                lost.append(item)
+            else:
+                self._settle(item[2], reply)  # answered now: a failure below is not theirs
         if lost:
             await self._client.script_load(self._script.script)
-            for i, reply in zip(lost, await self._pipeline([calls[i] for i in lost]), strict=True):
-                replies[i] = reply
-        return replies
+            for (*_, future), reply in zip(
+                lost, await self._pipeline([(k, a) for k, a, _ in lost]), strict=True
+            ):
+                self._settle(future, reply)
 
     async def _pipeline(self, calls: list[tuple[list[str], list[bytes | str | int]]]) -> list[object]:
         # Plain EVALSHA, not the Script object: a pipeline that holds Script calls first asks Redis whether
@@ -583,8 +602,8 @@ class _CommitPipeline:
             return list(await pipe.execute(raise_on_error=False))
 
     async def aclose(self) -> None:
-        """Let the flushes under way finish (their callers are waiting for them)."""
-        if self._flushes:
+        """Let the flushes under way finish (their callers are waiting for them), bounded by the timeout."""
+        while self._flushes:
             await asyncio.gather(*self._flushes, return_exceptions=True)
 
 
@@ -629,7 +648,7 @@ class RedisSessionStore:
         self._delete_script = client.register_script(_DELETE_LUA)
         # A cluster's commits go one call each: its pipelines split by node and re-route after a failover.
         self._commits = (
-            _CommitPipeline(client, self._commit_script)
+            _CommitPipeline(client, self._commit_script, timeout_s)
             if pipeline_commits and not isinstance(client, RedisCluster)
             else None
         )
@@ -743,7 +762,12 @@ class RedisSessionStore:
             return True, state
         _, pttl, flat = result
         fields = dict(zip(flat[::2], flat[1::2], strict=True))
-        return False, decode(state.session_id, fields, max(int(pttl), 0) / 1000.0)
+        stored = decode(state.session_id, fields, max(int(pttl), 0) / 1000.0)
+        if stored.revision == state.revision:
+            # This very commit, landed before redis-py re-sent it on a new connection (revision tokens never
+            # repeat): written, not a rival's.
+            return True, state
+        return False, stored
 
     async def delete(self, session_id: str) -> bool:
         script = self._delete_script(keys=self._keys(session_id), args=[session_id])

@@ -171,6 +171,24 @@ def test_store_concurrent_commits_exactly_one_wins(make_store: StoreFactory) -> 
     assert sum(run(make_store, body)) == 1
 
 
+def test_store_commit_sent_twice_is_written_once_not_a_conflict(make_store: StoreFactory) -> None:
+    """A commit re-sent after it landed (redis-py re-sends a call on a new connection after a connection
+    error) finds its own revision stored: it reports written, and a rival's stale commit is still refused."""
+
+    async def body(store: SessionStore) -> tuple[bool, bool, bool, SessionState]:
+        start = state()
+        await store.create(start)
+        mine = start.advance(*frames([0]), poses_held=8)
+        first, _ = await store.commit(mine, expected_revision=start.revision)
+        again, _ = await store.commit(mine, expected_revision=start.revision)
+        rival, stored = await store.commit(start.advance(*frames([0], 0.75), poses_held=8), start.revision)
+        return first, again, rival, stored
+
+    first, again, rival, stored = run(make_store, body)
+    assert first and again and not rival
+    assert stored.frames_seen == 1 and float(stored.history_kp[0, 0, 0]) == 0.25
+
+
 def test_store_commit_refreshes_ttl(make_store: StoreFactory) -> None:
     async def body(store: SessionStore) -> tuple[float, float]:
         start = state()
@@ -463,6 +481,63 @@ def test_store_redis_pipelined_commits_are_each_checked_on_their_own(own_redis: 
     assert written is False and stored.revision == b1.revision  # type: ignore[attr-defined]
     assert np.array_equal(stored.history_kp, b1.history_kp)  # type: ignore[attr-defined]
     assert isinstance(missing, SessionNotFound)
+
+
+def test_store_redis_pipelined_commits_on_a_stalled_redis_fail_and_close_does_not_wait(
+    own_redis: RedisServer,
+) -> None:
+    """Redis stalls (CLIENT PAUSE, 5 s) under a turn's commits: each caller gets StoreUnavailable within the
+    store's timeout, and closing the store returns while Redis is still paused."""
+
+    async def body() -> list[object]:
+        store = RedisSessionStore.from_url(own_redis.url, 60, timeout_s=0.3)
+        try:
+            starts = [state(f"{k:032d}") for k in range(4)]
+            for start in starts:
+                await store.create(start)
+            with redis.Redis.from_url(own_redis.url) as admin:
+                admin.client_pause(5000)
+            commits = [store.commit(s.advance(*frames([0]), poses_held=8), s.revision) for s in starts]
+            return list(await asyncio.gather(*commits, return_exceptions=True))
+        finally:
+            await store.close()
+
+    results = asyncio.run(body())
+    assert all(isinstance(result, StoreUnavailable) for result in results), results
+    with redis.Redis.from_url(own_redis.url, socket_timeout=0.5) as probe, pytest.raises(redis.TimeoutError):
+        probe.ping()  # still paused: nothing above waited for Redis to come back
+
+
+def test_store_redis_a_flush_cancelled_before_it_ran_fails_its_commits_and_the_next_turn_sends(
+    redis_server: RedisServer,
+) -> None:
+    """If a scheduled flush is cancelled before its first step (as at loop teardown), its callers hear
+    StoreUnavailable instead of waiting out their timeout, and later commits are still sent."""
+
+    async def body() -> tuple[object, bool]:
+        redis_server.flush()
+        store = RedisSessionStore.from_url(redis_server.url, 60, timeout_s=2.0)
+        try:
+            a, b = state("a" * 32), state("b" * 32)
+            await store.create(a)
+            await store.create(b)
+            waiting = asyncio.gather(
+                store.commit(a.advance(*frames([0]), poses_held=8), a.revision),
+                store.commit(b.advance(*frames([0]), poses_held=8), b.revision),
+                return_exceptions=True,
+            )
+            await asyncio.sleep(0)  # both queued, their flush scheduled
+            assert store._commits is not None and store._commits._next is not None
+            store._commits._next.cancel()
+            first, _ = await waiting
+            a1 = a.advance(*frames([0]), poses_held=8)
+            written, _ = await store.commit(a1, a.revision)
+            return first, written
+        finally:
+            await store.close()
+
+    failed, written = asyncio.run(body())
+    assert isinstance(failed, StoreUnavailable) and written
 
 
 def test_store_another_release_format_is_incompatible_not_an_error() -> None:
