@@ -137,12 +137,14 @@ eval: setup
 
 # The speed tables, written to bench/RESULTS.md: the model alone (bench.model), then one `poselift serve` on a
 # throw-away redis-server (free port, never 6379) under REST and StreamLift load (bench.load), then a py-spy
-# profile of it under 64 streams (bench.profile, bench/PROFILE.md); ~5 minutes.
+# profile of it under 64 streams (bench.profile, bench/PROFILE.md), then the floors any Python server meets on
+# this machine (bench.floors, bench/FLOORS.md); ~6 minutes (~10 on a slow VM).
 # Figures are only as good as the machine is idle. BENCH_ARGS adds flags, e.g. BENCH_ARGS="--threads 1".
 BENCH_ARGS ?=
 bench: setup
 	$(BIN)/python -m bench.load --model-bench --out bench/RESULTS.md $(BENCH_ARGS)
 	$(BIN)/python -m bench.profile --out bench/PROFILE.md
+	$(BIN)/python -m bench.floors --out bench/FLOORS.md
 
 # Reliability soak (tests/service/rpc/test_soak.py): 64 gRPC sessions for 60 s through two replicas on an
 # append-only Redis, with Redis restarted twice and a replica SIGKILLed; prints its summary. Environment:
