@@ -28,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -49,8 +50,10 @@ def _p(samples: list[float], q: float) -> float:
 
 
 async def _echo_server(port: int) -> None:
-    async def stream(requests: grpc.aio.ServicerContext, context: object) -> object:
-        async for message in requests:  # type: ignore[attr-defined]
+    async def stream(
+        requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[bytes]:
+        async for message in requests:
             yield message
 
     handler = grpc.method_handlers_generic_handler(
@@ -247,7 +250,7 @@ def document(f: dict[str, float], note: str = "") -> str:
         f"**{paced_floor:.2f} ms**, {paced_floor - f['model_paced_ms']:.2f} ms above the paced pass.",
         "",
     ]
-    return "\n".join(line for line in lines if line is not None)
+    return "\n".join(lines)
 
 
 def main() -> None:

@@ -19,10 +19,9 @@ memory), so concurrent writers to one session never interleave, lose or duplicat
 hands back the stored state in the same round trip, so the loser recomputes without another read, and a
 replica that remembers the state it last wrote needs one store round trip per push; the commits of sessions
 pushing in the same turn of the event loop share one (`_CommitPipeline`, one Redis server; each is still its
-own atomic script). A revision token, not
-`last_seq`, is compared because two different histories can share a `last_seq` (a store that lost its last
-writes in a crash, then took a different writer's frames): a token never repeats. Both stores share the
-encoding below, so their semantics are identical by construction.
+own atomic script). A revision token, not `last_seq`, is compared because two different histories can share
+a `last_seq` (a store that lost its last writes in a crash, then took a different writer's frames): a token
+never repeats. Both stores share the encoding below, so their semantics are identical by construction.
 """
 
 from __future__ import annotations
@@ -502,6 +501,9 @@ _UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
 )
 
 
+_Queued = tuple[list[str], list[bytes | str | int], asyncio.Future[object]]  # a commit's keys, args, caller
+
+
 class _CommitPipeline:
     """Commits made in one turn of the event loop, sent to one Redis as one pipeline.
 
@@ -521,7 +523,7 @@ class _CommitPipeline:
         self._client = client
         self._script = script
         self._timeout_s = timeout_s
-        self._queued: list[tuple[list[str], list[bytes | str | int], asyncio.Future[object]]] = []
+        self._queued: list[_Queued] = []
         self._next: asyncio.Task[None] | None = None  # the flush scheduled, not yet started
         self._flushes: set[asyncio.Task[None]] = set()
 
@@ -544,9 +546,7 @@ class _CommitPipeline:
             self._fail(batch, redis_errors.ConnectionError("the session store is closing"))
 
     @staticmethod
-    def _fail(
-        batch: list[tuple[list[str], list[bytes | str | int], asyncio.Future[object]]], error: Exception
-    ) -> None:
+    def _fail(batch: list[_Queued], error: Exception) -> None:
         for *_, future in batch:
             if not future.done():
                 future.set_exception(error)
@@ -572,9 +572,7 @@ class _CommitPipeline:
             self._fail(batch, redis_errors.ConnectionError("the session store is closing"))
             raise
 
-    async def _send(
-        self, batch: list[tuple[list[str], list[bytes | str | int], asyncio.Future[object]]]
-    ) -> None:
+    async def _send(self, batch: list[_Queued]) -> None:
         if len(batch) == 1:  # no company came: a plain call (with its own NOSCRIPT handling) costs less
             keys, args, future = batch[0]
             self._settle(future, await self._script(keys=keys, args=args))
@@ -627,7 +625,7 @@ class RedisSessionStore:
         on_error: Callable[[str], None] | None = None,
         layout: KeyLayout = KeyLayout(),
         max_in_flight: int = 0,
-        pipeline_commits: bool = False,
+        pipeline_commits: bool = True,
     ):
         """
         Args:
